@@ -1,0 +1,207 @@
+"""GPU fragmentation against a mix of pod shapes (FGD, Weng et al., ATC'23).
+
+For one pod shape, a node's fragment is the free GPU milli that this shape could
+not use there:
+
+* the shape fits (GPU model allowed, enough GPUs with at least the shape's
+  milli free, enough free CPU): the free milli on GPUs with less than the
+  shape's milli free;
+* otherwise, and always for a CPU-only shape: all of the node's free GPU milli.
+
+A node's fragment F is the popularity-weighted sum over shapes.  A placement is
+good when it makes F grow little (or shrink).
+
+Computing F from scratch costs O(shapes x GPUs) per node.  Scoring a placement
+changes only the GPUs the pod takes, so :class:`FragmentAggregates` keeps, per
+node and shape, the count of GPUs at or above the shape's milli and the free
+milli below it; the fragment after a hypothetical placement follows from those
+in O(shapes), for every candidate at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from scoring.state import BoolArray, ClusterState, IntArray
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ShapeTable:
+    """Pod shapes and their popularity.
+
+    cpu_milli, milli_per_gpu, gpu_count : ndarray of shape (n_shapes,)
+        ``milli_per_gpu`` is 0 for a CPU-only shape.
+    allowed_models : tuple of frozenset, length n_shapes (empty = any model)
+    weight : ndarray of shape (n_shapes,), summing to 1
+    """
+
+    cpu_milli: IntArray
+    milli_per_gpu: IntArray
+    gpu_count: IntArray
+    allowed_models: tuple[frozenset[str], ...]
+    weight: FloatArray
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Sequence[tuple[int, int, int, frozenset[str]]],
+        weights: Sequence[float],
+    ) -> ShapeTable:
+        """Build from ``(cpu_milli, milli_per_gpu, gpu_count, allowed_models)`` rows."""
+        total = float(sum(weights))
+        if not rows or total <= 0:
+            raise ValueError("a shape table needs at least one shape with positive weight")
+        return cls(
+            cpu_milli=np.array([row[0] for row in rows], dtype=np.int64),
+            milli_per_gpu=np.array([row[1] for row in rows], dtype=np.int64),
+            gpu_count=np.array([row[2] for row in rows], dtype=np.int64),
+            allowed_models=tuple(row[3] for row in rows),
+            weight=np.asarray(weights, dtype=np.float64) / total,
+        )
+
+    @property
+    def n_shapes(self) -> int:
+        return len(self.weight)
+
+    def model_ok(self, state: ClusterState) -> BoolArray:
+        """Whether each node's GPU model is allowed for each shape, shape (n_nodes, n_shapes)."""
+        return np.stack([state.model_mask(models) for models in self.allowed_models], axis=1)
+
+
+def _count_and_sum_below(free_milli: IntArray, shape_milli: IntArray) -> tuple[IntArray, IntArray]:
+    """Per row and shape: GPUs with free >= shape milli, and free milli below it.
+
+    free_milli : ndarray of shape (n_rows, max_gpus)
+    shape_milli : ndarray of shape (n_shapes,)
+    Returns two ndarrays of shape (n_rows, n_shapes).
+    """
+    at_least = free_milli[:, None, :] >= shape_milli[None, :, None]
+    count = at_least.sum(axis=2)
+    below = np.where(at_least, 0, free_milli[:, None, :]).sum(axis=2)
+    return count, below
+
+
+def _fragment(
+    shapes: ShapeTable,
+    model_ok: BoolArray,
+    cpu_free_milli: IntArray,
+    count_at_least: IntArray,
+    sum_below: IntArray,
+    total_free: IntArray,
+) -> FloatArray:
+    """F per row from its aggregates; all arrays are per row (and per shape)."""
+    fits = (
+        model_ok
+        & (cpu_free_milli[:, None] >= shapes.cpu_milli[None, :])
+        & (count_at_least >= shapes.gpu_count[None, :])
+        & (shapes.milli_per_gpu[None, :] > 0)
+    )
+    fragment = np.where(fits, sum_below, total_free[:, None])
+    return fragment @ shapes.weight
+
+
+def node_fragment(state: ClusterState, rows: IntArray, shapes: ShapeTable) -> FloatArray:
+    """F of each node in ``rows``, computed from scratch (the reference path)."""
+    free = state.free_milli[rows]
+    count, below = _count_and_sum_below(free, shapes.milli_per_gpu)
+    return _fragment(
+        shapes,
+        shapes.model_ok(state)[rows],
+        state.cpu_free_milli[rows],
+        count,
+        below,
+        free.sum(axis=1),
+    )
+
+
+@dataclass
+class FragmentAggregates:
+    """Per-node fragment aggregates for one shape table, refreshed lazily.
+
+    Rows are recomputed only when their ``row_version`` in the state moved, so a
+    simulator or a live view pays O(changed rows) per decision.
+    """
+
+    shapes: ShapeTable
+    model_ok: BoolArray = field(init=False)
+    count_at_least: IntArray = field(init=False)
+    sum_below: IntArray = field(init=False)
+    total_free: IntArray = field(init=False)
+    fragment: FloatArray = field(init=False)
+    _versions: IntArray = field(init=False)
+    _state_id: int = field(init=False, default=-1)
+
+    def refresh(self, state: ClusterState) -> None:
+        if self._state_id != id(state) or len(self._versions) != state.n_nodes:
+            self._state_id = id(state)
+            self.model_ok = self.shapes.model_ok(state)
+            self.count_at_least = np.zeros((state.n_nodes, self.shapes.n_shapes), np.int64)
+            self.sum_below = np.zeros_like(self.count_at_least)
+            self.total_free = np.zeros(state.n_nodes, np.int64)
+            self.fragment = np.zeros(state.n_nodes)
+            self._versions = np.full(state.n_nodes, -1, dtype=np.int64)
+        stale = np.flatnonzero(self._versions != state.row_version)
+        if len(stale) == 0:
+            return
+        rows = stale
+        free = state.free_milli[rows]
+        count, below = _count_and_sum_below(free, self.shapes.milli_per_gpu)
+        self.count_at_least[rows] = count
+        self.sum_below[rows] = below
+        self.total_free[rows] = free.sum(axis=1)
+        self.fragment[rows] = _fragment(
+            self.shapes,
+            self.model_ok[rows],
+            state.cpu_free_milli[rows],
+            count,
+            below,
+            self.total_free[rows],
+        )
+        self._versions[rows] = state.row_version[rows]
+
+    def fragment_after(
+        self,
+        state: ClusterState,
+        rows: IntArray,
+        free_before: IntArray,
+        free_after: IntArray,
+        gpus_changed: IntArray | int,
+        cpu_milli: int,
+    ) -> FloatArray:
+        """F of each candidate after a hypothetical placement.
+
+        Candidate ``i`` takes ``gpus_changed`` GPUs of node ``rows[i]`` from
+        ``free_before[i]`` to ``free_after[i]`` milli each, and ``cpu_milli`` CPU.
+        Call :meth:`refresh` first.
+
+        rows, free_before, free_after : ndarray of shape (n_candidates,)
+        """
+        milli = self.shapes.milli_per_gpu[None, :]
+        changed = np.broadcast_to(np.asarray(gpus_changed, dtype=np.int64), rows.shape)
+        before = free_before[:, None]
+        after = free_after[:, None]
+        count = (
+            self.count_at_least[rows]
+            - changed[:, None] * (before >= milli)
+            + changed[:, None] * (after >= milli)
+        )
+        below = (
+            self.sum_below[rows]
+            - changed[:, None] * np.where(before < milli, before, 0)
+            + changed[:, None] * np.where(after < milli, after, 0)
+        )
+        total = self.total_free[rows] - changed * (free_before - free_after)
+        return _fragment(
+            self.shapes,
+            self.model_ok[rows],
+            state.cpu_free_milli[rows] - cpu_milli,
+            count,
+            below,
+            total,
+        )

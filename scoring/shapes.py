@@ -1,0 +1,84 @@
+"""Learning the pod-shape mix online, from arrivals only.
+
+FGD computes shape popularity over the whole trace, future pods included; a
+production scheduler only knows what it has seen.  ``ShapeLearner`` keeps an
+exponentially decayed count per shape (half-life in arrivals), so the mix follows
+a changing workload, and hands out the most popular shapes covering a given share
+of arrivals as a :class:`ShapeTable`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from scoring.fragmentation import FragmentAggregates, ShapeTable
+from scoring.policy import ShapeLearning
+from scoring.request import PodRequest
+
+Shape = tuple[int, int, int, frozenset[str]]
+
+_RESCALE_ABOVE = 1e150
+
+
+def shape_of(request: PodRequest) -> Shape:
+    return (request.cpu_milli, request.milli_per_gpu, request.gpu_count, request.allowed_models)
+
+
+@dataclass
+class ShapeLearner:
+    half_life_pods: float
+    _counts: dict[Shape, float] = field(default_factory=dict)
+    _increment: float = 1.0
+    observed: int = 0
+
+    def observe(self, request: PodRequest) -> None:
+        # Rather than decaying every count per arrival, grow the increment: the
+        # ratios are the same and an observation stays O(1).
+        shape = shape_of(request)
+        self._counts[shape] = self._counts.get(shape, 0.0) + self._increment
+        self._increment *= math.pow(2.0, 1.0 / self.half_life_pods)
+        self.observed += 1
+        if self._increment > _RESCALE_ABOVE:
+            scale = 1.0 / self._increment
+            self._counts = {s: c * scale for s, c in self._counts.items() if c * scale > 1e-12}
+            self._increment = 1.0
+
+    def popularity(self) -> dict[Shape, float]:
+        total = sum(self._counts.values())
+        return {shape: count / total for shape, count in self._counts.items()} if total else {}
+
+    def table(self, coverage: float) -> ShapeTable | None:
+        """Most popular shapes up to ``coverage`` of the (decayed) arrivals."""
+        ranked = sorted(self.popularity().items(), key=lambda item: (-item[1], item[0][:3]))
+        kept: list[tuple[Shape, float]] = []
+        covered = 0.0
+        for shape, share in ranked:
+            if covered >= coverage:
+                break
+            kept.append((shape, share))
+            covered += share
+        if not kept:
+            return None
+        return ShapeTable.from_rows([s for s, _ in kept], [w for _, w in kept])
+
+
+@dataclass
+class OnlineFragments:
+    """A shape learner plus the fragment aggregates of its latest table."""
+
+    config: ShapeLearning
+    learner: ShapeLearner = field(init=False)
+    aggregates: FragmentAggregates | None = field(init=False, default=None)
+    _since_refresh: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.learner = ShapeLearner(self.config.half_life_pods)
+
+    def observe(self, request: PodRequest) -> None:
+        self.learner.observe(request)
+        self._since_refresh += 1
+        if self.aggregates is None or self._since_refresh >= self.config.refresh_every_pods:
+            table = self.learner.table(self.config.coverage)
+            self.aggregates = FragmentAggregates(table) if table is not None else None
+            self._since_refresh = 0

@@ -1,0 +1,199 @@
+"""The cluster as a struct of arrays: one row per node, one column per GPU slot.
+
+Everything the scorers read lives here as plain numpy arrays, so a decision over
+every candidate node is a handful of vectorised operations.  GPU capacity is kept
+in milli-GPU (1000 = one whole GPU); nodes with fewer GPUs than the widest node
+are padded with slots whose free milli is 0, which no request can use and which
+adds nothing to any sum, so scorers need no special case for padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from scoring.request import PodRequest
+
+MILLI_PER_GPU = 1000
+
+ON_DEMAND = 0
+SPOT = 1
+
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node as the outside world describes it (CSV row, Kubernetes Node)."""
+
+    name: str
+    cpu_milli: int
+    memory_mib: int
+    gpu_count: int = 0
+    gpu_model: str = ""
+    gpu_memory_mib: int = 0
+    capacity_type: int = ON_DEMAND
+    pool: str = ""
+
+
+@dataclass
+class ClusterState:
+    """Free and total capacity of every node.
+
+    Attributes
+    ----------
+    names : list of str, length n_nodes
+    models : list of str
+        GPU model table; ``gpu_model`` indexes into it, -1 for a node without GPUs.
+    gpu_model : ndarray of shape (n_nodes,)
+    gpu_memory_mib : ndarray of shape (n_nodes,)
+        Memory of one GPU on the node (0 when unknown).
+    gpu_count : ndarray of shape (n_nodes,)
+    free_milli : ndarray of shape (n_nodes, max_gpus)
+        Free milli-GPU per GPU slot; padded slots are 0.
+    cpu_free_milli, cpu_capacity_milli : ndarray of shape (n_nodes,)
+    memory_free_mib, memory_capacity_mib : ndarray of shape (n_nodes,)
+    capacity_type : ndarray of shape (n_nodes,)
+        ``ON_DEMAND`` or ``SPOT``.
+    row_version : ndarray of shape (n_nodes,)
+        Bumped on every change of a row, so caches derived from a row (fragment
+        aggregates) can tell which rows went stale without being told.
+    """
+
+    names: list[str]
+    models: list[str]
+    gpu_model: IntArray
+    gpu_memory_mib: IntArray
+    gpu_count: IntArray
+    free_milli: IntArray
+    cpu_free_milli: IntArray
+    cpu_capacity_milli: IntArray
+    memory_free_mib: IntArray
+    memory_capacity_mib: IntArray
+    capacity_type: IntArray
+    pools: list[str] = field(default_factory=list)
+    row_version: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _row_of: dict[str, int] = field(default_factory=dict, repr=False)
+    _model_masks: dict[frozenset[str], BoolArray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_nodes(cls, nodes: Sequence[NodeSpec], max_gpus: int | None = None) -> ClusterState:
+        widest = max((node.gpu_count for node in nodes), default=0)
+        max_gpus = max(widest, max_gpus or 0, 1)
+        models = sorted({node.gpu_model for node in nodes if node.gpu_model})
+        model_id = {model: i for i, model in enumerate(models)}
+        gpu_count = np.array([node.gpu_count for node in nodes], dtype=np.int64)
+        slots = np.arange(max_gpus)
+        free_milli = np.where(slots[None, :] < gpu_count[:, None], MILLI_PER_GPU, 0)
+        cpu = np.array([node.cpu_milli for node in nodes], dtype=np.int64)
+        memory = np.array([node.memory_mib for node in nodes], dtype=np.int64)
+        state = cls(
+            names=[node.name for node in nodes],
+            models=models,
+            gpu_model=np.array(
+                [model_id.get(node.gpu_model, -1) for node in nodes], dtype=np.int64
+            ),
+            gpu_memory_mib=np.array([node.gpu_memory_mib for node in nodes], dtype=np.int64),
+            gpu_count=gpu_count,
+            free_milli=free_milli.astype(np.int64).reshape(len(nodes), max_gpus),
+            cpu_free_milli=cpu.copy(),
+            cpu_capacity_milli=cpu,
+            memory_free_mib=memory.copy(),
+            memory_capacity_mib=memory,
+            capacity_type=np.array([node.capacity_type for node in nodes], dtype=np.int64),
+            pools=[node.pool for node in nodes],
+        )
+        state.row_version = np.zeros(len(nodes), dtype=np.int64)
+        state._row_of = {name: row for row, name in enumerate(state.names)}
+        return state
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.names)
+
+    @property
+    def max_gpus(self) -> int:
+        return int(self.free_milli.shape[1])
+
+    def row_of(self, name: str) -> int | None:
+        return self._row_of.get(name)
+
+    def rows_of(self, names: Iterable[str]) -> IntArray:
+        """Rows of the named nodes; unknown names are left out."""
+        row_of = self._row_of
+        return np.fromiter(
+            (row for name in names if (row := row_of.get(name)) is not None), dtype=np.int64
+        )
+
+    def model_mask(self, allowed_models: frozenset[str]) -> BoolArray:
+        """Nodes whose GPU model is allowed (all nodes when nothing is required)."""
+        mask = self._model_masks.get(allowed_models)
+        if mask is None:
+            if allowed_models:
+                ids = [i for i, model in enumerate(self.models) if model in allowed_models]
+                mask = np.isin(self.gpu_model, ids)
+            else:
+                mask = np.ones(self.n_nodes, dtype=bool)
+            self._model_masks[allowed_models] = mask
+        return mask
+
+    @property
+    def total_gpu_milli(self) -> int:
+        return int(self.gpu_count.sum()) * MILLI_PER_GPU
+
+    @property
+    def used_gpu_milli(self) -> int:
+        return self.total_gpu_milli - int(self.free_milli.sum())
+
+    def copy(self) -> ClusterState:
+        clone = ClusterState(
+            names=self.names,
+            models=self.models,
+            gpu_model=self.gpu_model,
+            gpu_memory_mib=self.gpu_memory_mib,
+            gpu_count=self.gpu_count,
+            free_milli=self.free_milli.copy(),
+            cpu_free_milli=self.cpu_free_milli.copy(),
+            cpu_capacity_milli=self.cpu_capacity_milli,
+            memory_free_mib=self.memory_free_mib.copy(),
+            memory_capacity_mib=self.memory_capacity_mib,
+            capacity_type=self.capacity_type,
+            pools=self.pools,
+            row_version=self.row_version.copy(),
+        )
+        clone._row_of = self._row_of
+        clone._model_masks = self._model_masks
+        return clone
+
+    def place(self, row: int, request: PodRequest, gpus: Sequence[int]) -> None:
+        """Take ``request`` out of node ``row``, its GPU share from the slots ``gpus``.
+
+        The caller has checked feasibility; this only asserts the invariants that
+        would otherwise corrupt the view silently.
+        """
+        if len(gpus) != request.gpu_count:
+            raise ValueError(f"request needs {request.gpu_count} GPUs, got slots {list(gpus)}")
+        self.cpu_free_milli[row] -= request.cpu_milli
+        self.memory_free_mib[row] -= request.memory_mib
+        if request.gpu_count:
+            self.free_milli[row, list(gpus)] -= request.milli_per_gpu
+        self.row_version[row] += 1
+        if (
+            self.cpu_free_milli[row] < 0
+            or self.memory_free_mib[row] < 0
+            or (request.gpu_count and self.free_milli[row, list(gpus)].min() < 0)
+        ):
+            self.release(row, request, gpus)
+            raise ValueError(f"{request} does not fit node {self.names[row]} on GPUs {list(gpus)}")
+
+    def release(self, row: int, request: PodRequest, gpus: Sequence[int]) -> None:
+        """Undo :meth:`place` exactly."""
+        self.cpu_free_milli[row] += request.cpu_milli
+        self.memory_free_mib[row] += request.memory_mib
+        if request.gpu_count:
+            self.free_milli[row, list(gpus)] += request.milli_per_gpu
+        self.row_version[row] += 1

@@ -1,0 +1,37 @@
+"""fragmentation: prefer placements that grow the node's GPU fragment least.
+
+    growth = F_after - F_before        (milli-GPU, see scoring.fragmentation)
+    score  = 1 / (1 + exp(growth / 1000))
+
+A growth of 0 scores 0.5; stranding one whole GPU more for the typical shape
+scores 0.27; freeing fragment (a placement into a hole) scores above 0.5.  The
+score depends on the node alone, never on the other candidates.  Without a shape
+mix the term is neutral (0.5 everywhere).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scoring.candidates import Candidates
+from scoring.fragmentation import FloatArray
+from scoring.state import MILLI_PER_GPU
+
+
+def fragmentation(candidates: Candidates) -> FloatArray:
+    fragments, state, request = candidates.fragments, candidates.state, candidates.request
+    rows = candidates.rows
+    if fragments is None or len(rows) == 0:
+        return np.full(len(rows), 0.5)
+    fragments.refresh(state)
+    if request.gpu_count:
+        slot = candidates.gpus[:, 0]
+        free_before = state.free_milli[rows, slot]
+        free_after = free_before - request.milli_per_gpu
+    else:
+        free_before = free_after = np.zeros(len(rows), dtype=np.int64)
+    after = fragments.fragment_after(
+        state, rows, free_before, free_after, request.gpu_count, request.cpu_milli
+    )
+    growth = after - fragments.fragment[rows]
+    return 1.0 / (1.0 + np.exp(growth / MILLI_PER_GPU))
