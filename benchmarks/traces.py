@@ -96,7 +96,9 @@ def _parse_all(
         except (ValueError, KeyError) as exc:
             errors.append(f"{label}:{line_no}: {exc}")
     if errors:
-        more = f"\n... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
+        more = (
+            f"\n... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
+        )
         raise TraceError("malformed rows:\n" + "\n".join(errors[:_MAX_REPORTED]) + more)
     if not parsed:
         raise TraceError(f"{label}: no data rows")

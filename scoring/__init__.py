@@ -5,7 +5,7 @@ plain arrays and get masks, reasons and scores back.
 """
 
 from scoring.candidates import Candidates
-from scoring.feasibility import Check, Feasibility, check_feasibility
+from scoring.feasibility import Check, CheckKind, Feasibility, check_feasibility
 from scoring.fragmentation import FragmentAggregates, ShapeTable, node_fragment
 from scoring.gpus import choose_gpus
 from scoring.placement import Evaluation, evaluate, extender_priorities
@@ -22,6 +22,7 @@ __all__ = [
     "TERMS",
     "Candidates",
     "Check",
+    "CheckKind",
     "ClusterState",
     "Evaluation",
     "Feasibility",

@@ -4,27 +4,78 @@ Each check is a vectorised mask over the candidate rows with one short, stable
 reason.  kube-scheduler aggregates identical reasons into its FailedScheduling
 event ("0/40 nodes are available: 32 node(s) lack 4 free GPUs"), so a reason
 depends only on the request, never on the node.  A node takes the reason of the
-first check it fails.
+first check it fails.  Reasons are formatted only when asked for: the simulator
+never asks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+from functools import cached_property
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from scoring.gpus import gpus_that_fit
 from scoring.request import PodRequest
 from scoring.state import BoolArray, ClusterState, IntArray
 
 MIB_PER_GIB = 1024
 
 
+class CheckKind(IntEnum):
+    GPU_MODEL = 0
+    GPU_MEMORY = 1
+    GPU_COUNT = 2
+    GPU_FREE = 3
+    CPU_CAPACITY = 4
+    CPU_FREE = 5
+    MEMORY_CAPACITY = 6
+    MEMORY_FREE = 7
+
+
+RESOLVABLE = frozenset({CheckKind.GPU_FREE, CheckKind.CPU_FREE, CheckKind.MEMORY_FREE})
+"""Checks that evicting pods can fix; the others are FailedAndUnresolvable."""
+
+
 @dataclass(frozen=True)
 class Check:
+    kind: CheckKind
     reason: str
-    unresolvable: bool
-    """True when evicting pods cannot make the node fit (wrong model, too small)."""
+
+    @property
+    def unresolvable(self) -> bool:
+        return self.kind not in RESOLVABLE
+
+
+def _gib(mib: int) -> str:
+    return f"{mib / MIB_PER_GIB:g} GiB"
+
+
+def reason(kind: CheckKind, request: PodRequest) -> str:
+    """The one-line reason shared by every node that fails ``kind`` for ``request``."""
+    if kind is CheckKind.GPU_MODEL:
+        return f"node(s) have no GPU of model {'|'.join(sorted(request.allowed_models))}"
+    if kind is CheckKind.GPU_MEMORY:
+        return f"node(s) have GPUs with less than {_gib(request.min_gpu_memory_mib)} memory"
+    if kind is CheckKind.GPU_COUNT:
+        return f"node(s) have fewer than {request.gpu_count} GPUs"
+    if kind is CheckKind.GPU_FREE:
+        if request.is_sharing:
+            return f"node(s) lack a GPU with {request.milli_per_gpu} free milli-GPU"
+        plural = "GPU" if request.gpu_count == 1 else "GPUs"
+        lack = f"node(s) lack {request.gpu_count} free {plural}"
+        if request.min_gpu_memory_mib:
+            lack += f" with >= {_gib(request.min_gpu_memory_mib)} memory"
+        return lack
+    if kind is CheckKind.CPU_CAPACITY:
+        return "node(s) have too little cpu in total"
+    if kind is CheckKind.CPU_FREE:
+        return "node(s) lack free cpu"
+    if kind is CheckKind.MEMORY_CAPACITY:
+        return "node(s) have too little memory in total"
+    return "node(s) lack free memory"
 
 
 @dataclass(frozen=True)
@@ -32,109 +83,91 @@ class Feasibility:
     """The outcome of all checks over ``rows``.
 
     rows : ndarray of shape (n_candidates,)
-    failed_check : ndarray of shape (n_candidates,)
-        Index into ``checks`` of the first failed check, -1 where the node fits.
+    mask : ndarray of shape (n_candidates,), true where the node fits
+    checks : each check's kind and its pass mask over ``rows``, in order
     """
 
+    request: PodRequest
     rows: IntArray
-    failed_check: IntArray
-    checks: tuple[Check, ...]
-
-    @property
-    def mask(self) -> BoolArray:
-        return self.failed_check < 0
+    mask: BoolArray
+    checks: tuple[tuple[CheckKind, BoolArray], ...]
 
     @property
     def feasible_rows(self) -> IntArray:
         return self.rows[self.mask]
 
+    @cached_property
+    def failed_check(self) -> IntArray:
+        """The ``CheckKind`` of each row's first failed check, -1 where it fits."""
+        failed = np.full(len(self.rows), -1, dtype=np.int64)
+        # Last to first, so that the first failed check is the one that stays.
+        for kind, passed in reversed(self.checks):
+            failed[~passed] = kind
+        return failed
+
+    def check(self, kind: int) -> Check:
+        return Check(CheckKind(kind), reason(CheckKind(kind), self.request))
+
     def reasons_by_row(self) -> dict[int, Check]:
+        failed_check = self.failed_check
+        checks = {int(kind): self.check(kind) for kind in np.unique(failed_check) if kind >= 0}
         return {
-            int(row): self.checks[check]
-            for row, check in zip(self.rows, self.failed_check, strict=True)
-            if check >= 0
+            int(row): checks[int(kind)]
+            for row, kind in zip(self.rows, failed_check, strict=True)
+            if kind >= 0
         }
 
     def reason_counts(self) -> dict[str, int]:
-        failed = self.failed_check[self.failed_check >= 0]
-        counts = np.bincount(failed, minlength=len(self.checks))
-        return {self.checks[i].reason: int(n) for i, n in enumerate(counts) if n}
+        failed_check = self.failed_check
+        kinds, counts = np.unique(failed_check[failed_check >= 0], return_counts=True)
+        return {self.check(kind).reason: int(n) for kind, n in zip(kinds, counts, strict=True)}
 
 
-def _gib(mib: int) -> str:
-    return f"{mib / MIB_PER_GIB:g} GiB"
+def check_feasibility(
+    state: ClusterState, request: PodRequest, rows: IntArray | None = None
+) -> Feasibility:
+    """Run every check over ``rows`` (node rows of ``state``; None = every node).
 
+    The mask is the AND of the free-capacity checks alone: each capacity check is
+    implied by its free twin (free <= capacity), and is kept only so that the
+    reason names the real cause.
+    """
 
-def check_feasibility(state: ClusterState, request: PodRequest, rows: IntArray) -> Feasibility:
-    """Run every check over ``rows`` (node rows of ``state``)."""
-    checks: list[tuple[BoolArray, Check]] = []
+    def column(values: NDArray[Any]) -> NDArray[Any]:
+        return values if rows is None else values[rows]
+
+    checks: list[tuple[CheckKind, BoolArray]] = []
+    deciding: list[BoolArray] = []
     if request.gpu_count:
         if request.allowed_models:
-            models = "|".join(sorted(request.allowed_models))
-            checks.append(
-                (
-                    state.model_mask(request.allowed_models)[rows],
-                    Check(f"node(s) have no GPU of model {models}", unresolvable=True),
-                )
-            )
+            passed = column(state.model_mask(request.allowed_models))
+            checks.append((CheckKind.GPU_MODEL, passed))
+            deciding.append(passed)
         if request.min_gpu_memory_mib:
-            checks.append(
-                (
-                    state.gpu_memory_mib[rows] >= request.min_gpu_memory_mib,
-                    Check(
-                        f"node(s) have GPUs with less than {_gib(request.min_gpu_memory_mib)}"
-                        " memory",
-                        unresolvable=True,
-                    ),
-                )
-            )
-        checks.append(
-            (
-                state.gpu_count[rows] >= request.gpu_count,
-                Check(f"node(s) have fewer than {request.gpu_count} GPUs", unresolvable=True),
-            )
-        )
-        if request.is_sharing:
-            lack = f"node(s) lack a GPU with {request.milli_per_gpu} free milli-GPU"
-        else:
-            plural = "GPU" if request.gpu_count == 1 else "GPUs"
-            lack = f"node(s) lack {request.gpu_count} free {plural}"
-            if request.min_gpu_memory_mib:
-                lack += f" with >= {_gib(request.min_gpu_memory_mib)} memory"
-        checks.append(
-            (
-                gpus_that_fit(state.free_milli[rows], request) >= request.gpu_count,
-                Check(lack, unresolvable=False),
-            )
-        )
+            passed = column(state.gpu_memory_mib) >= request.min_gpu_memory_mib
+            checks.append((CheckKind.GPU_MEMORY, passed))
+            deciding.append(passed)
+        checks.append((CheckKind.GPU_COUNT, column(state.gpu_count) >= request.gpu_count))
+        free_gpus = (column(state.free_milli) >= request.milli_per_gpu).sum(axis=1)
+        passed = free_gpus >= request.gpu_count
+        checks.append((CheckKind.GPU_FREE, passed))
+        deciding.append(passed)
     if request.cpu_milli:
         checks.append(
-            (
-                state.cpu_capacity_milli[rows] >= request.cpu_milli,
-                Check("node(s) have too little cpu in total", unresolvable=True),
-            )
+            (CheckKind.CPU_CAPACITY, column(state.cpu_capacity_milli) >= request.cpu_milli)
         )
-        checks.append(
-            (
-                state.cpu_free_milli[rows] >= request.cpu_milli,
-                Check("node(s) lack free cpu", unresolvable=False),
-            )
-        )
+        passed = column(state.cpu_free_milli) >= request.cpu_milli
+        checks.append((CheckKind.CPU_FREE, passed))
+        deciding.append(passed)
     if request.memory_mib:
         checks.append(
-            (
-                state.memory_capacity_mib[rows] >= request.memory_mib,
-                Check("node(s) have too little memory in total", unresolvable=True),
-            )
+            (CheckKind.MEMORY_CAPACITY, column(state.memory_capacity_mib) >= request.memory_mib)
         )
-        checks.append(
-            (
-                state.memory_free_mib[rows] >= request.memory_mib,
-                Check("node(s) lack free memory", unresolvable=False),
-            )
-        )
-    failed_check = np.full(len(rows), -1, dtype=np.int64)
-    # Walk the checks last to first so that the first failed check is the one kept.
-    for index in range(len(checks) - 1, -1, -1):
-        failed_check[~checks[index][0]] = index
-    return Feasibility(rows, failed_check, tuple(check for _, check in checks))
+        passed = column(state.memory_free_mib) >= request.memory_mib
+        checks.append((CheckKind.MEMORY_FREE, passed))
+        deciding.append(passed)
+    all_rows = np.arange(state.n_nodes) if rows is None else rows
+    mask = np.ones(len(all_rows), dtype=bool)
+    for passed in deciding:
+        mask &= passed
+    return Feasibility(request, all_rows, mask, tuple(checks))

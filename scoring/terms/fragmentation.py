@@ -25,13 +25,17 @@ def fragmentation(candidates: Candidates) -> FloatArray:
         return np.full(len(rows), 0.5)
     fragments.refresh(state)
     if request.gpu_count:
-        slot = candidates.gpus[:, 0]
-        free_before = state.free_milli[rows, slot]
-        free_after = free_before - request.milli_per_gpu
+        # Whole-GPU pods take fully free GPUs; a sharing pod its chosen GPU.
+        free_before = state.free_milli[rows, candidates.gpus[:, 0]]
+        after = fragments.fragment_after(
+            state,
+            rows,
+            free_before,
+            free_before - request.milli_per_gpu,
+            request.gpu_count,
+            request.cpu_milli,
+        )
     else:
-        free_before = free_after = np.zeros(len(rows), dtype=np.int64)
-    after = fragments.fragment_after(
-        state, rows, free_before, free_after, request.gpu_count, request.cpu_milli
-    )
+        after = fragments.fragment_after(state, rows, 0, 0, 0, request.cpu_milli)
     growth = after - fragments.fragment[rows]
     return 1.0 / (1.0 + np.exp(growth / MILLI_PER_GPU))

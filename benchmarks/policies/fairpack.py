@@ -1,0 +1,33 @@
+"""fairpack's production policy in the simulator: ``scoring.evaluate``, as the extender calls it.
+
+Shapes are learned online from the arrivals so far (no look at the future), with
+the default ``PolicyConfig``.  Ties (identical nodes) go to the run's node order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.policies.base import Choice, PolicyContext
+from scoring import ClusterState, OnlineFragments, PodRequest, PolicyConfig, evaluate
+from scoring.groups import NodeGroups
+
+
+class FairpackPolicy:
+    def __init__(self, context: PolicyContext, config: PolicyConfig | None = None) -> None:
+        self.rank = context.rank
+        self.by_rank = np.argsort(context.rank)
+        self.config = config or PolicyConfig()
+        self.fragments = OnlineFragments(self.config.shapes)
+        self.groups = NodeGroups()
+
+    def select(self, state: ClusterState, request: PodRequest) -> Choice | None:
+        self.fragments.observe(request)
+        # Identical nodes score identically: evaluate the best-ranked of each kind.
+        self.groups.refresh(state)
+        rows = self.groups.representatives(self.by_rank)
+        evaluation = evaluate(state, request, rows, self.config, self.fragments.aggregates)
+        best = evaluation.best(self.rank)
+        if best is None:
+            return None
+        return Choice(int(evaluation.rows[best]), tuple(int(g) for g in evaluation.gpus[best]))
