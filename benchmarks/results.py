@@ -70,7 +70,7 @@ def overview(documents: list[dict[str, Any]], policies: list[str]) -> list[str]:
             + " | ".join(cells)
             + f" | {floor:.2f} |"
         )
-    return lines + [""]
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
