@@ -21,9 +21,11 @@ import numpy as np
 
 from benchmarks.policies.base import Choice, PolicyContext, best_by_rank
 from scoring import ClusterState, FragmentAggregates, PodRequest, ShapeTable, check_feasibility
+from scoring.fragmentation import FloatArray
 from scoring.gpus import lowest_free_gpus
 from scoring.groups import NodeGroups
 from scoring.shapes import Shape, shape_of
+from scoring.state import IntArray
 
 POPULARITY_COVERAGE = 0.95
 MAX_NODE_SCORE = 100
@@ -50,9 +52,10 @@ def typical_shapes(
     return ShapeTable.from_rows([shape for shape, _ in kept], [count for _, count in kept])
 
 
-def _fgd_score(fragment_before: np.ndarray, fragment_after: np.ndarray) -> np.ndarray:
+def _fgd_score(fragment_before: FloatArray, fragment_after: FloatArray) -> IntArray:
     sigmoid = 1.0 / (1.0 + np.exp(-(fragment_before - fragment_after) / 1000.0))
-    return (sigmoid * MAX_NODE_SCORE).astype(np.int64)
+    score: IntArray = (sigmoid * MAX_NODE_SCORE).astype(np.int64)
+    return score
 
 
 class FGDPolicy:
