@@ -78,21 +78,22 @@ def allocation_by_arrived(
     """The authors' discretisation (``merge_alloc_discrete.py``).
 
     Each record's arrived % is rounded to an integer; column k is the mean
-    allocated % (rounded to 2 decimals) of the records at k, or of those at k-1 or
-    k+1 when there are none.
+    allocated % (rounded to 2 decimals) of the records at k or, when there are
+    none, of all the records from k-1 to k+1.
     """
-    arrived_pct = np.round(arrived_milli * 100.0 / capacity_milli).astype(np.int64)
-    allocated_pct = np.round(used_milli * 100.0 / capacity_milli, 2)
-    sums = np.bincount(arrived_pct, weights=allocated_pct, minlength=len(ARRIVED_COLUMNS) + 2)
-    counts = np.bincount(arrived_pct, minlength=len(ARRIVED_COLUMNS) + 2)
+    # Python's round per record, numpy's for the column means, as the authors'
+    # pandas code does (they differ at exact halves).
+    arrived_pct = np.array([round(a * 100.0 / capacity_milli) for a in arrived_milli.tolist()])
+    allocated_pct = np.array([round(u * 100.0 / capacity_milli, 2) for u in used_milli.tolist()])
+    size = max(len(ARRIVED_COLUMNS) + 2, int(arrived_pct.max(initial=0)) + 2)
+    sums = np.bincount(arrived_pct, weights=allocated_pct, minlength=size)
+    counts = np.bincount(arrived_pct, minlength=size)
     columns: dict[int, float] = {}
     for k in ARRIVED_COLUMNS:
-        for near in (k, k - 1, k + 1):
-            if 0 <= near < len(counts) and counts[near]:
-                columns[k] = round(float(sums[near] / counts[near]), 2)
-                break
-        else:
-            columns[k] = float("nan")
+        # No record at k: the mean of every record within k-1..k+1.
+        window = slice(k, k + 1) if counts[k] else slice(max(k - 1, 0), k + 2)
+        n = counts[window].sum()
+        columns[k] = float(np.round(sums[window].sum() / n, 2)) if n else float("nan")
     return columns
 
 

@@ -55,11 +55,11 @@ def _open(source: str | Path) -> tuple[str, Iterator[str]]:
         resource = resources.files("benchmarks").joinpath("data", name)
         if not resource.is_file():
             raise TraceError(f"{text}: no such built-in trace file")
-        return text, iter(resource.read_text().splitlines())
+        return text, iter(resource.read_text(encoding="utf-8-sig").splitlines())
     path = Path(text)
     if not path.is_file():
         raise TraceError(f"{path}: no such file (give a path to an openb CSV)")
-    return str(path), iter(path.read_text().splitlines())
+    return str(path), iter(path.read_text(encoding="utf-8-sig").splitlines())
 
 
 def _rows(

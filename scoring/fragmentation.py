@@ -139,7 +139,7 @@ class FragmentAggregates:
     _at_least_table: IntArray = field(init=False)
     _below_table: IntArray = field(init=False)
     _versions: IntArray = field(init=False)
-    _state_id: int = field(init=False, default=-1)
+    _state_uid: int = field(init=False, default=-1)
 
     def __post_init__(self) -> None:
         # Per free-milli value v and shape s: whether v >= the shape's milli, and
@@ -151,8 +151,8 @@ class FragmentAggregates:
         self._below_table = np.where(at_least, 0, values)
 
     def refresh(self, state: ClusterState) -> None:
-        if self._state_id != id(state) or len(self._versions) != state.n_nodes:
-            self._state_id = id(state)
+        if self._state_uid != state.uid or len(self._versions) != state.n_nodes:
+            self._state_uid = state.uid
             self.gpu_shape_ok = self.shapes.model_ok(state) & (self.shapes.milli_per_gpu > 0)
             self.count_at_least = np.zeros((state.n_nodes, self.shapes.n_shapes), np.int64)
             self.sum_below = np.zeros_like(self.count_at_least)

@@ -40,7 +40,12 @@ def lowest_free_gpus(free_milli: IntArray, count: int) -> IntArray:
     # A stable sort on "not full" puts full slots first, in index order.
     order = np.argsort(~full, axis=1, kind="stable")[:, :count]
     taken_full = np.take_along_axis(full, order, axis=1)
-    return np.where(taken_full, order, -1)
+    slots = np.where(taken_full, order, -1)
+    if count > slots.shape[1]:
+        # More GPUs asked for than any node has slots: the missing ones are -1.
+        missing = np.full((slots.shape[0], count - slots.shape[1]), -1, dtype=slots.dtype)
+        slots = np.hstack([slots, missing])
+    return slots
 
 
 def choose_gpus(free_milli: IntArray, request: PodRequest) -> IntArray:

@@ -15,6 +15,8 @@ import numpy as np
 
 from scoring.state import ClusterState, IntArray
 
+_MAX_IDS_PER_NODE = 8
+
 
 def _row_bytes(state: ClusterState, row: int) -> bytes:
     scalars = np.array(
@@ -39,11 +41,15 @@ class NodeGroups:
     group: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _ids: dict[bytes, int] = field(default_factory=dict)
     _versions: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    _state_id: int = -1
+    _state_uid: int = -1
 
     def refresh(self, state: ClusterState) -> None:
-        if self._state_id != id(state) or len(self._versions) != state.n_nodes:
-            self._state_id = id(state)
+        if len(self._ids) > _MAX_IDS_PER_NODE * state.n_nodes:
+            # Ids of states no row is in any more pile up in a long run; start over.
+            self._ids.clear()
+            self._state_uid = -1
+        if self._state_uid != state.uid or len(self._versions) != state.n_nodes:
+            self._state_uid = state.uid
             self.group = np.zeros(state.n_nodes, dtype=np.int64)
             self._versions = np.full(state.n_nodes, -1, dtype=np.int64)
         ids = self._ids

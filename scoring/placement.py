@@ -82,7 +82,8 @@ def extender_priorities(score: FloatArray) -> IntArray:
     """Map scores in [0, 1] to the extender's integers 0..10, best node(s) strictly on top.
 
     The best score(s) get 10; the rest are spread over 0..9 by their distance from
-    the worst, so rounding never lifts a runner-up level with the winner.
+    the worst (the worst gets 0), so rounding never lifts a runner-up level with
+    the winner.
     """
     if len(score) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -90,5 +91,6 @@ def extender_priorities(score: FloatArray) -> IntArray:
     top = score >= high - 1e-12
     if high - low <= 1e-12:
         return np.full(len(score), MAX_EXTENDER_PRIORITY, dtype=np.int64)
-    spread = np.floor((score - low) / (high - low) * (MAX_EXTENDER_PRIORITY - 1)).astype(np.int64)
+    # Below the top the ratio is < 1, so the floor lands in 0..9.
+    spread = np.floor((score - low) / (high - low) * MAX_EXTENDER_PRIORITY).astype(np.int64)
     return np.where(top, MAX_EXTENDER_PRIORITY, np.minimum(spread, MAX_EXTENDER_PRIORITY - 1))

@@ -50,7 +50,12 @@ class ShapeLearner:
 
     def table(self, coverage: float) -> ShapeTable | None:
         """Most popular shapes up to ``coverage`` of the (decayed) arrivals."""
-        ranked = sorted(self.popularity().items(), key=lambda item: (-item[1], item[0][:3]))
+        # Most popular first; ties by the shape's numbers, largest first, as FGD does.
+        ranked = sorted(
+            self.popularity().items(),
+            key=lambda item: (item[1], item[0][:3], "|".join(sorted(item[0][3]))),
+            reverse=True,
+        )
         kept: list[tuple[Shape, float]] = []
         covered = 0.0
         for shape, share in ranked:

@@ -9,6 +9,7 @@ adds nothing to any sum, so scorers need no special case for padding.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from numpy.typing import NDArray
 from scoring.request import PodRequest
 
 MILLI_PER_GPU = 1000
+
+_STATE_UIDS = itertools.count()
 
 ON_DEMAND = 0
 SPOT = 1
@@ -77,6 +80,8 @@ class ClusterState:
     capacity_type: IntArray
     pools: list[str] = field(default_factory=list)
     row_version: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    uid: int = field(default_factory=lambda: next(_STATE_UIDS), repr=False)
+    """Identifies this state object for derived caches (never reused, unlike ``id``)."""
     _row_of: dict[str, int] = field(default_factory=dict, repr=False)
     _model_masks: dict[frozenset[str], BoolArray] = field(default_factory=dict, repr=False)
 
@@ -175,8 +180,7 @@ class ClusterState:
         The caller has checked feasibility; this only asserts the invariants that
         would otherwise corrupt the view silently.
         """
-        if len(gpus) != request.gpu_count:
-            raise ValueError(f"request needs {request.gpu_count} GPUs, got slots {list(gpus)}")
+        self._check_slots(row, request, gpus)
         self.cpu_free_milli[row] -= request.cpu_milli
         self.memory_free_mib[row] -= request.memory_mib
         if request.gpu_count:
@@ -190,8 +194,20 @@ class ClusterState:
             self.release(row, request, gpus)
             raise ValueError(f"{request} does not fit node {self.names[row]} on GPUs {list(gpus)}")
 
+    def _check_slots(self, row: int, request: PodRequest, gpus: Sequence[int]) -> None:
+        # numpy's fancy-index "-=" applies a repeated slot once, and -1 means the
+        # last slot: both would corrupt the view without a word.
+        slots = list(gpus)
+        if len(slots) != request.gpu_count or len(set(slots)) != len(slots):
+            raise ValueError(f"request needs {request.gpu_count} distinct GPUs, got slots {slots}")
+        if any(not 0 <= slot < self.gpu_count[row] for slot in slots):
+            raise ValueError(
+                f"node {self.names[row]} has GPU slots 0..{self.gpu_count[row] - 1}, got {slots}"
+            )
+
     def release(self, row: int, request: PodRequest, gpus: Sequence[int]) -> None:
         """Undo :meth:`place` exactly."""
+        self._check_slots(row, request, gpus)
         self.cpu_free_milli[row] += request.cpu_milli
         self.memory_free_mib[row] += request.memory_mib
         if request.gpu_count:

@@ -1,0 +1,377 @@
+"""The FGD fragment F (scoring/fragmentation.py): hand-computed nodes and a scalar reference.
+
+The reference follows FGD-PROTOCOL.md word for word: for one shape, if the shape
+fits (model allowed, enough GPUs with at least its milli free, enough free CPU)
+the fragment is the free milli on GPUs below the shape's milli; otherwise (and
+always for a CPU-only shape) all of the node's free GPU milli. F is the
+popularity-weighted sum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from builders import (
+    PROPERTY,
+    clusters,
+    node,
+    requests,
+    set_free,
+    shape_table,
+    shape_tables,
+    state_of,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scoring import (
+    Candidates,
+    ClusterState,
+    FragmentAggregates,
+    PodRequest,
+    ShapeTable,
+    check_feasibility,
+    choose_gpus,
+    node_fragment,
+)
+from scoring.terms import fragmentation
+
+
+def reference_fragment(
+    gpu_free_milli: Sequence[int], cpu_free_milli: int, model: str, shapes: ShapeTable
+) -> float:
+    """F of one node, one shape at a time. ``gpu_free_milli`` lists the node's real GPUs."""
+    total_free = sum(gpu_free_milli)
+    weights = shapes.weight.tolist()
+    fragment = 0.0
+    for i, weight in enumerate(weights):
+        count, milli = int(shapes.gpu_count[i]), int(shapes.milli_per_gpu[i])
+        models = shapes.allowed_models[i]
+        if count == 0:
+            shape_fragment = total_free  # a CPU-only shape can use no GPU milli
+        else:
+            fits = (
+                (not models or model in models)
+                and sum(free >= milli for free in gpu_free_milli) >= count
+                and cpu_free_milli >= int(shapes.cpu_milli[i])
+            )
+            below = sum(free for free in gpu_free_milli if free < milli)
+            shape_fragment = below if fits else total_free
+        fragment += weight * shape_fragment
+    return fragment
+
+
+def node_view(state: ClusterState, row: int) -> tuple[list[int], int, str]:
+    """A node's real GPUs' free milli, its free CPU and its model name."""
+    gpus = state.free_milli[row, : state.gpu_count[row]].tolist()
+    model_id = int(state.gpu_model[row])
+    return gpus, int(state.cpu_free_milli[row]), state.models[model_id] if model_id >= 0 else ""
+
+
+def reference_of(state: ClusterState, row: int, shapes: ShapeTable) -> float:
+    return reference_fragment(*node_view(state, row), shapes)
+
+
+# --- hand-computed nodes --------------------------------------------------------------------
+
+# The node of most rows: 2 GPUs of model A with [300, 1000] free, 4000 CPU free.
+USED = ([300, 1000], 4_000)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "used", "shapes", "expected"),
+    [
+        # CPU-only shape: always all free GPU milli, 300+1000 = 1300
+        (2, USED, [(1_000, 0, 0, (), 1.0)], 1300.0),
+        # sharing 500 fits (slot 1 has 1000 >= 500); below 500: 300
+        (2, USED, [(0, 500, 1, (), 1.0)], 300.0),
+        # sharing 200 fits; nothing below 200 (300 >= 200)
+        (2, USED, [(0, 200, 1, (), 1.0)], 0.0),
+        # boundary: 300 free holds a 300 shape, so it is not fragment
+        (2, USED, [(0, 300, 1, (), 1.0)], 0.0),
+        # model B not allowed on an A node: does not fit -> all 1300
+        (2, USED, [(0, 500, 1, ("B",), 1.0)], 1300.0),
+        # model A allowed -> fits -> 300
+        (2, USED, [(0, 500, 1, ("A", "B"), 1.0)], 300.0),
+        # 8000 CPU > 4000 free: does not fit -> all 1300
+        (2, USED, [(8_000, 500, 1, (), 1.0)], 1300.0),
+        # 4000 CPU exactly: fits -> 300
+        (2, USED, [(4_000, 500, 1, (), 1.0)], 300.0),
+        # whole 1 GPU fits (slot 1); below 1000: 300
+        (2, USED, [(0, 1000, 1, (), 1.0)], 300.0),
+        # whole 2 GPUs: only 1 fully free -> does not fit -> all 1300
+        (2, USED, [(0, 1000, 2, (), 1.0)], 1300.0),
+        # mix 3:1 of sharing-500 and CPU-only: 0.75*300 + 0.25*1300 = 225+325 = 550
+        (2, USED, [(0, 500, 1, (), 3.0), (0, 0, 0, (), 1.0)], 550.0),
+        # idle node, sharing 500: fits, nothing below -> 0; CPU-only: 2000 -> 0.5*0+0.5*2000
+        (2, ([1000, 1000], 64_000), [(0, 500, 1, (), 1.0), (0, 0, 0, (), 1.0)], 1000.0),
+        # fully busy node: nothing free, nothing to fragment
+        (2, ([0, 0], 64_000), [(0, 500, 1, (), 1.0), (0, 0, 0, (), 1.0)], 0.0),
+        # zero capacity (no GPUs, no CPU): 0 for any shape
+        (0, ([], 0), [(0, 500, 1, (), 1.0), (0, 0, 0, (), 1.0)], 0.0),
+    ],
+    ids=[
+        "cpu-only-shape-counts-all",
+        "fits-counts-below",
+        "fits-nothing-below",
+        "fits-at-boundary",
+        "wrong-model-counts-all",
+        "allowed-model",
+        "too-little-cpu-counts-all",
+        "cpu-exactly",
+        "whole-1-fits",
+        "whole-2-too-few-gpus-counts-all",
+        "weighted-mix",
+        "idle-node",
+        "busy-node",
+        "zero-capacity",
+    ],
+)
+@pytest.mark.parametrize("max_gpus", [None, 8], ids=["tight", "padded"])
+def test_fragment_on_hand_computed_nodes(
+    gpus: int,
+    used: tuple[list[int], int],
+    shapes: list,
+    expected: float,
+    max_gpus: int | None,
+) -> None:
+    state = state_of(node("x", gpus, model="A"), max_gpus=max_gpus)
+    set_free(state, 0, used[0] if gpus else None, used[1])
+    table = shape_table(*shapes)
+    rows = np.array([0])
+    assert node_fragment(state, rows, table).tolist() == pytest.approx([expected])
+    aggregates = FragmentAggregates(table)
+    aggregates.refresh(state)
+    assert aggregates.fragment.tolist() == pytest.approx([expected])
+    assert reference_of(state, 0, table) == pytest.approx(expected)
+
+
+def test_shape_table_normalises_weights_and_refuses_empty() -> None:
+    table = shape_table((0, 500, 1, (), 3.0), (0, 0, 0, (), 1.0))
+    assert table.weight.tolist() == [0.75, 0.25]
+    with pytest.raises(ValueError, match="at least one shape"):
+        ShapeTable.from_rows([], [])
+    with pytest.raises(ValueError, match="positive weight"):
+        ShapeTable.from_rows([(0, 0, 0, frozenset())], [0.0])
+
+
+# --- fragment_after on hand-computed nodes --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("free_before", "free_after", "gpus_changed", "cpu_milli", "expected"),
+    [
+        # sharing 600 on slot 1: [300, 400]; shape (500): no GPU >= 500 -> all 700;
+        #   CPU-only 700 -> 0.5*700 + 0.5*700 = 700
+        (1000, 400, 1, 0, 700.0),
+        # sharing 200 on slot 0: [100, 1000]; below 500: 100; CPU-only 1100 -> 0.5*100+0.5*1100
+        (300, 100, 1, 0, 600.0),
+        # whole 1 (slot 1 -> 0): [300, 0]; shape does not fit -> 300; CPU-only 300 -> 300
+        (1000, 0, 1, 0, 300.0),
+        # CPU-only pod taking 1000 of 4000 CPU: shape still fits (3000 >= 0): 0.5*300+0.5*1300
+        (0, 0, 0, 1_000, 800.0),
+    ],
+    ids=["sharing-on-free-gpu", "sharing-on-used-gpu", "whole-1", "cpu-only"],
+)
+def test_fragment_after_on_a_hand_computed_node(
+    free_before: int, free_after: int, gpus_changed: int, cpu_milli: int, expected: float
+) -> None:
+    state = set_free(state_of(node("x", 2)), 0, *USED)
+    aggregates = FragmentAggregates(shape_table((0, 500, 1, (), 1.0), (0, 0, 0, (), 1.0)))
+    aggregates.refresh(state)
+    # before: 0.5*300 + 0.5*1300 = 800
+    assert aggregates.fragment.tolist() == pytest.approx([800.0])
+    after = aggregates.fragment_after(
+        state, np.array([0]), free_before, free_after, gpus_changed, cpu_milli
+    )
+    assert after.tolist() == pytest.approx([expected])
+
+
+def test_fragment_after_a_multi_gpu_pod() -> None:
+    # 4 GPUs [1000, 1000, 1000, 300]; shapes sharing-500 and CPU-only, half each.
+    # before: 500 fits, 300 below -> 300; CPU-only 3300 -> F = 0.5*300 + 0.5*3300 = 1800
+    # whole(2) takes slots 0, 1 -> [0, 0, 1000, 300]: 500 still fits, 0+0+300 below -> 300;
+    #   CPU-only 1300 -> F_after = 0.5*300 + 0.5*1300 = 800
+    state = set_free(state_of(node("x", 4)), 0, [1000, 1000, 1000, 300])
+    aggregates = FragmentAggregates(shape_table((0, 500, 1, (), 1.0), (0, 0, 0, (), 1.0)))
+    aggregates.refresh(state)
+    assert aggregates.fragment.tolist() == pytest.approx([1800.0])
+    after = aggregates.fragment_after(state, np.array([0]), 1000, 0, 2, 0)
+    assert after.tolist() == pytest.approx([800.0])
+
+
+@pytest.mark.parametrize(
+    ("gpus", "shape_count", "free_before", "free_after", "gpus_changed", "expected"),
+    [
+        # [1000, 1000] fits whole-2 (F 0); sharing 500 on slot 0 -> [500, 1000]: one full GPU
+        #   left, whole-2 no longer fits -> all 500+1000 = 1500
+        (2, 2, 1000, 500, 1, 1500.0),
+        # [1000 x 4] fits whole-4; whole-2 pod -> [0, 0, 1000, 1000]: does not fit -> 2000
+        (4, 4, 1000, 0, 2, 2000.0),
+        # [1000 x 4], whole-2 pod; whole-2 still fits on the other two, nothing below -> 0
+        (4, 2, 1000, 0, 2, 0.0),
+    ],
+    ids=["sharing-breaks-a-pair", "pair-breaks-a-quad", "pair-leaves-a-pair"],
+)
+def test_fragment_after_when_a_shape_stops_fitting(
+    gpus: int,
+    shape_count: int,
+    free_before: int,
+    free_after: int,
+    gpus_changed: int,
+    expected: float,
+) -> None:
+    state = state_of(node("x", gpus))
+    aggregates = FragmentAggregates(shape_table((0, 1000, shape_count, (), 1.0)))
+    aggregates.refresh(state)
+    assert aggregates.fragment.tolist() == [0.0]  # idle: the shape fits, no GPU below 1000
+    after = aggregates.fragment_after(
+        state, np.array([0]), free_before, free_after, gpus_changed, 0
+    )
+    assert after.tolist() == pytest.approx([expected])
+
+
+# --- lazy refresh ---------------------------------------------------------------------------
+
+
+def test_refresh_recomputes_exactly_the_rows_whose_version_moved() -> None:
+    table = shape_table((0, 500, 1, (), 1.0), (0, 0, 0, (), 1.0))
+    state = state_of(node("a", 2), node("b", 2))
+    aggregates = FragmentAggregates(table)
+    aggregates.refresh(state)
+    # idle [1000, 1000]: 0.5*0 + 0.5*2000 = 1000 each
+    assert aggregates.fragment.tolist() == pytest.approx([1000.0, 1000.0])
+
+    state.place(0, PodRequest(gpu_count=1, milli_per_gpu=700), [0])
+    aggregates.refresh(state)
+    # row 0 [300, 1000]: 0.5*300 + 0.5*1300 = 800; row 1 untouched
+    assert aggregates.fragment.tolist() == pytest.approx([800.0, 1000.0])
+
+    # An edit that bypasses place() (no version bump) is not seen: the cache trusts row_version.
+    state.free_milli[1, 0] = 0
+    aggregates.refresh(state)
+    assert aggregates.fragment[1] == pytest.approx(1000.0)
+    state.row_version[1] += 1
+    aggregates.refresh(state)
+    # row 1 [0, 1000]: 0.5*0 + 0.5*1000 = 500
+    assert aggregates.fragment[1] == pytest.approx(500.0)
+
+
+def test_refresh_rebuilds_for_another_state_object() -> None:
+    table = shape_table((0, 0, 0, (), 1.0))
+    state = state_of(node("a", 2))
+    aggregates = FragmentAggregates(table)
+    aggregates.refresh(state)
+    clone = state.copy()
+    clone.free_milli[0] = [0, 0]  # same row_version as the original, different content
+    aggregates.refresh(clone)
+    assert aggregates.fragment.tolist() == [0.0]
+    aggregates.refresh(state)
+    assert aggregates.fragment.tolist() == [2000.0]
+
+
+# --- vectorised vs scalar reference on random clusters --------------------------------------
+
+
+@PROPERTY
+@given(state=clusters(max_nodes=10), shapes=shape_tables())
+def test_node_fragment_and_aggregates_match_the_reference(
+    state: ClusterState, shapes: ShapeTable
+) -> None:
+    expected = [reference_of(state, row, shapes) for row in range(state.n_nodes)]
+    rows = np.arange(state.n_nodes)
+    assert node_fragment(state, rows, shapes).tolist() == pytest.approx(expected)
+    aggregates = FragmentAggregates(shapes)
+    aggregates.refresh(state)
+    assert aggregates.fragment.tolist() == pytest.approx(expected)
+    # and a reordered subset through node_fragment
+    subset = rows[::-2]
+    assert node_fragment(state, subset, shapes).tolist() == pytest.approx(
+        [expected[row] for row in subset]
+    )
+
+
+@PROPERTY
+@given(state=clusters(max_nodes=8), shapes=shape_tables(), data=st.data())
+def test_fragment_after_matches_the_reference(
+    state: ClusterState, shapes: ShapeTable, data: st.DataObject
+) -> None:
+    aggregates = FragmentAggregates(shapes)
+    aggregates.refresh(state)
+
+    def cpu_taken(row: int) -> int:
+        return data.draw(st.integers(0, int(state.cpu_free_milli[row])), label="cpu")
+
+    # A sharing pod on every GPU that holds it: one candidate per (node, GPU).
+    milli = data.draw(st.integers(1, 999), label="milli")
+    rows, before, expected_no_cpu = [], [], []
+    for row in range(state.n_nodes):
+        gpus, cpu_free, model = node_view(state, row)
+        for slot, free in enumerate(gpus):
+            if free < milli:
+                continue
+            after = list(gpus)
+            after[slot] -= milli
+            cpu = cpu_taken(row)
+            got = aggregates.fragment_after(
+                state, np.array([row]), np.array([free]), np.array([free - milli]), 1, cpu
+            )
+            assert got.tolist() == pytest.approx(
+                [reference_fragment(after, cpu_free - cpu, model, shapes)]
+            )
+            rows.append(row)
+            before.append(free)
+            expected_no_cpu.append(reference_fragment(after, cpu_free, model, shapes))
+    # All candidates at once, with per-candidate free values (as FGD scores them).
+    before_array = np.array(before, dtype=np.int64)
+    got = aggregates.fragment_after(
+        state, np.array(rows, dtype=np.int64), before_array, before_array - milli, 1, 0
+    )
+    assert got.tolist() == pytest.approx(expected_no_cpu)
+
+    # A whole-GPU pod: the lowest-index fully free GPUs go from 1000 to 0.
+    count = data.draw(st.sampled_from([1, 2, 4]), label="count")
+    for row in range(state.n_nodes):
+        gpus, cpu_free, model = node_view(state, row)
+        full = [slot for slot, free in enumerate(gpus) if free == 1000][:count]
+        if len(full) < count:
+            continue
+        cpu = cpu_taken(row)
+        after = [0 if slot in full else free for slot, free in enumerate(gpus)]
+        got = aggregates.fragment_after(state, np.array([row]), 1000, 0, count, cpu)
+        assert got.tolist() == pytest.approx(
+            [reference_fragment(after, cpu_free - cpu, model, shapes)]
+        )
+
+    # A CPU-only pod: GPUs unchanged, CPU taken.
+    for row in range(state.n_nodes):
+        gpus, cpu_free, model = node_view(state, row)
+        cpu = cpu_taken(row)
+        got = aggregates.fragment_after(state, np.array([row]), 0, 0, 0, cpu)
+        assert got.tolist() == pytest.approx(
+            [reference_fragment(gpus, cpu_free - cpu, model, shapes)]
+        )
+
+
+@PROPERTY
+@given(state=clusters(max_nodes=8), shapes=shape_tables(), request_=requests())
+def test_fragmentation_term_matches_the_reference(
+    state: ClusterState, shapes: ShapeTable, request_: PodRequest
+) -> None:
+    rows = check_feasibility(state, request_).feasible_rows
+    gpus = choose_gpus(state.free_milli[rows], request_)
+    scores = fragmentation(Candidates(state, request_, rows, gpus, FragmentAggregates(shapes)))
+    expected = []
+    for row, slots in zip(rows.tolist(), gpus.tolist(), strict=True):
+        free, cpu_free, model = node_view(state, row)
+        after = list(free)
+        for slot in slots:
+            after[slot] -= request_.milli_per_gpu
+        growth = reference_fragment(after, cpu_free - request_.cpu_milli, model, shapes) - (
+            reference_fragment(free, cpu_free, model, shapes)
+        )
+        expected.append(1.0 / (1.0 + math.exp(growth / 1000.0)))
+    assert scores.tolist() == pytest.approx(expected)
