@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit results clean
+.PHONY: demo test lint typecheck unit control-plane results clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ demo: $(BIN)/.installed
 	$(BIN)/fairpack demo
 
 ## Every check CI runs: lint, types, unit, property, fidelity and end-to-end tests.
-test: lint typecheck unit
+test: lint typecheck control-plane unit
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -27,6 +27,15 @@ typecheck: $(BIN)/.installed
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest -q
+
+## kube-apiserver, kube-controller-manager, kube-scheduler and etcd for the end-to-end
+## suite, built from the Go module proxy into ~/.cache/fairpack (once per pin).
+control-plane:
+	@if command -v go >/dev/null 2>&1; then \
+		bash scripts/build-control-plane.sh; \
+	else \
+		echo "go not found: the end-to-end tests will be skipped (install Go >= 1.25 to run them)"; \
+	fi
 
 ## Regenerate benchmarks/RESULTS.md from ../shared/data (all traces, 9 policies x 10 seeds).
 results: $(BIN)/.installed
