@@ -7,8 +7,163 @@ need it (simulate, bench, demo) import it, lazily.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _configmap(text: str) -> tuple[str, str]:
+    namespace, _, name = text.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAMESPACE/NAME")
+    return namespace, name
+
+
+def _node_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected counts like 500,5000") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive counts like 500,5000")
+    return counts
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from extender.server import ServeOptions, serve_cluster, serve_inventory
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        args.parser.error("--tls-cert and --tls-key go together")
+    if args.client_ca is not None and args.tls_cert is None:
+        args.parser.error("--client-ca needs --tls-cert and --tls-key")
+    options = ServeOptions(args.host, args.port, args.tls_cert, args.tls_key, args.client_ca)
+    if args.inventory is not None:
+        from benchmarks.traces import TraceError, load_nodes
+
+        try:
+            nodes = load_nodes(args.inventory)
+        except TraceError as exc:
+            print(f"fairpack serve: {exc}", file=sys.stderr)
+            return 2
+        asyncio.run(serve_inventory(nodes, options))
+    else:
+        asyncio.run(serve_cluster(options, configmap=args.configmap, kubeconfig=args.kubeconfig))
+    return 0
+
+
+def _add_serve(commands: Any) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the extender (over the cluster, or over a static node list)",
+        description="Serve kube-scheduler's extender verbs (filter, prioritize, preempt, bind).",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=8888, help="port (default 8888)")
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    parser.add_argument(
+        "--client-ca", type=Path, help="require client certificates from this CA (mutual TLS)"
+    )
+    parser.add_argument(
+        "--configmap",
+        type=_configmap,
+        default=("fairpack-system", "fairpack-config"),
+        metavar="NAMESPACE/NAME",
+        help="policy ConfigMap, reloaded live (default fairpack-system/fairpack-config)",
+    )
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster, else ~/.kube/config)"
+    )
+    parser.add_argument(
+        "--inventory",
+        metavar="NODES.csv",
+        help="serve over this openb node list instead of a cluster (binds update memory only)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.set_defaults(run=_run_serve, parser=parser)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from benchmarks import demo
+
+    return int(demo.main(args))
+
+
+def _add_demo(commands: Any) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="replay the built-in trace through the extender's HTTP API, as kube-scheduler would",
+        description=(
+            "Start the extender on loopback over the built-in node list and replay the built-in "
+            "trace through /filter, /prioritize and /bind; print placement quality and latency."
+        ),
+    )
+    parser.add_argument(
+        "--pods", type=_positive, help="replay only the first N pods (default: all)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="shuffle seed (default 42)")
+    parser.add_argument("--nodes", default=None, help="openb node list CSV (default: built-in)")
+    parser.add_argument("--trace", default=None, help="openb pod list CSV (default: built-in)")
+    parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_demo)
+
+
+def _run_bench_latency(args: argparse.Namespace) -> int:
+    from benchmarks.latency import main as bench_latency
+
+    return int(bench_latency(args))
+
+
+def _run_bench_view(args: argparse.Namespace) -> int:
+    from benchmarks.latency import main_view as bench_view
+
+    return int(bench_view(args))
+
+
+def _add_bench(commands: Any) -> None:
+    parser = commands.add_parser("bench", help="benchmarks of the extender (latency, view size)")
+    benches = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    latency = benches.add_parser(
+        "latency",
+        help="server-side and round-trip latency of filter and prioritize, against a transport floor",
+    )
+    latency.add_argument(
+        "--nodes",
+        type=_node_counts,
+        default=[500, 5000, 15000],
+        help="node counts (default 500,5000,15000)",
+    )
+    latency.add_argument(
+        "--decisions", type=_positive, default=1000, help="pods per node count (default 1000)"
+    )
+    latency.add_argument("--seed", type=int, default=42)
+    latency.add_argument("--json", type=Path, help="write the figures here")
+    latency.set_defaults(run=_run_bench_latency)
+    view = benches.add_parser("view", help="memory and sync time of the cluster view")
+    view.add_argument("--nodes", type=_positive, default=5000)
+    view.add_argument("--pods", type=_positive, default=100_000)
+    view.add_argument("--seed", type=int, default=42)
+    view.add_argument("--json", type=Path, help="write the figures here")
+    view.set_defaults(run=_run_bench_view)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks import simulate_cli
 
     simulate_cli.add_parser(commands)
+    _add_serve(commands)
+    _add_demo(commands)
+    _add_bench(commands)
 
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)

@@ -1,0 +1,224 @@
+"""The HTTP face of the extender (aiohttp).
+
+``POST /filter``, ``/prioritize``, ``/preempt``, ``/bind`` speak kube-scheduler's
+extender protocol; ``GET /healthz``, ``/readyz``, ``/metrics``, ``/debug/state`` and
+``/debug/explain?pod=NS/NAME`` are for people and probes.
+
+Whatever a request body holds, the answer is a 200 or a 4xx with a one-line
+reason (and, for filter, the reason in ``Error`` too), never a traceback.  Each
+verb's response carries a ``Server-Timing: app;dur=<ms>`` header, the server-side
+time from parsing the body to the serialised answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+
+from extender.config import describe_validation_error
+from extender.errors import BadRequestError
+from extender.service import Extender
+from extender.wire import (
+    ExtenderArgs,
+    ExtenderBindingArgs,
+    ExtenderPreemptionArgs,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 2**20
+"""Generous for 15,000 node names or a full NodeList of a few thousand nodes."""
+_MAX_REASON_CHARS = 300
+
+EXTENDER = web.AppKey("extender", Extender)
+MAX_BODY = web.AppKey("max_body_bytes", int)
+
+_ERROR_BODIES: dict[str, Callable[[str], Any]] = {
+    "filter": lambda reason: {
+        "Nodes": None,
+        "NodeNames": None,
+        "FailedNodes": None,
+        "FailedAndUnresolvableNodes": None,
+        "Error": reason,
+    },
+    "prioritize": lambda reason: {"Error": reason},
+    "preempt": lambda reason: {"NodeNameToMetaVictims": None, "Error": reason},
+    "bind": lambda reason: {"Error": reason},
+}
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_REASON_CHARS else line[: _MAX_REASON_CHARS - 3] + "..."
+
+
+def _load(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise BadRequestError("empty body; expected a JSON object")
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"body is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BadRequestError(f"body is a JSON {type(raw).__name__}; expected an object")
+    return raw
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], raw: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise BadRequestError(describe_validation_error(exc)) from None
+
+
+Handler = Callable[[Extender, dict[str, Any]], Awaitable[Any]]
+
+
+async def _filter(extender: Extender, raw: dict[str, Any]) -> Any:
+    args = _validate(ExtenderArgs, raw)
+    raw_nodes = (raw.get("Nodes") or {}).get("items") if args.node_names is None else None
+    return extender.filter(args, raw_nodes)
+
+
+async def _prioritize(extender: Extender, raw: dict[str, Any]) -> Any:
+    return extender.prioritize(_validate(ExtenderArgs, raw))
+
+
+async def _preempt(extender: Extender, raw: dict[str, Any]) -> Any:
+    return extender.preempt(_validate(ExtenderPreemptionArgs, raw))
+
+
+async def _bind(extender: Extender, raw: dict[str, Any]) -> Any:
+    return await extender.bind(_validate(ExtenderBindingArgs, raw))
+
+
+def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        extender = request.app[EXTENDER]
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            reason = f"body too large (limit {request.app[MAX_BODY]} bytes)"
+            log.warning("%s: %s", name, reason)
+            return _respond(extender, name, 413, _ERROR_BODIES[name](reason), time.perf_counter())
+        except Exception as exc:  # the client went away mid-body
+            log.warning("%s: body could not be read: %s", name, exc)
+            return _respond(
+                extender,
+                name,
+                400,
+                _ERROR_BODIES[name]("body could not be read"),
+                time.perf_counter(),
+            )
+        start = time.perf_counter()
+        try:
+            result = await handler(extender, _load(body))
+            status = 200
+        except BadRequestError as exc:
+            reason = _one_line(str(exc))
+            log.info("%s: 400 %s", name, reason)
+            result, status = _ERROR_BODIES[name](reason), 400
+        except Exception:
+            log.exception("%s failed", name)
+            result, status = _ERROR_BODIES[name]("internal error in fairpack (see its log)"), 500
+        return _respond(extender, name, status, result, start)
+
+    return handle
+
+
+def _respond(extender: Extender, verb: str, status: int, result: Any, start: float) -> web.Response:
+    body = orjson.dumps(result)
+    elapsed_s = time.perf_counter() - start
+    metrics = extender.metrics
+    metrics.requests.labels(verb, str(status)).inc()
+    metrics.request_seconds.labels(verb).observe(elapsed_s)
+    return web.Response(
+        body=body,
+        status=status,
+        content_type="application/json",
+        headers={"Server-Timing": f"app;dur={elapsed_s * 1000:.3f}"},
+    )
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if request.app[EXTENDER].view.ready:
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="not ready: the first sync of the cluster is running\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    output = generate_latest(request.app[EXTENDER].metrics.registry)
+    response = web.Response(body=output)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def _debug_state(request: web.Request) -> web.Response:
+    return _json(request.app[EXTENDER].debug_state())
+
+
+async def _debug_explain(request: web.Request) -> web.Response:
+    pod = request.query.get("pod", "")
+    if pod.count("/") != 1 or pod.startswith("/") or pod.endswith("/"):
+        return _json({"error": "give the pod as ?pod=NAMESPACE/NAME"}, status=400)
+    decision = request.app[EXTENDER].explain(pod)
+    if decision is None:
+        return _json({"error": f"no recent decision for pod {pod}"}, status=404)
+    return _json(decision)
+
+
+async def _floor(request: web.Request) -> web.Response:
+    """The transport floor: read a body, answer ``respond_bytes`` bytes, do nothing else."""
+    await request.read()
+    try:
+        size = int(request.query.get("respond_bytes", "2"))
+    except ValueError:
+        size = 2
+    size = max(2, min(size, request.app[MAX_BODY]))
+    return web.Response(body=b"[" + b" " * (size - 2) + b"]", content_type="application/json")
+
+
+def _json(document: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def create_app(
+    extender: Extender, *, max_body_bytes: int = MAX_BODY_BYTES, floor_endpoint: bool = False
+) -> web.Application:
+    """The extender's aiohttp application over ``extender``.
+
+    ``floor_endpoint`` adds ``POST /debug/floor`` for the latency benchmark.
+    """
+    app = web.Application(client_max_size=max_body_bytes)
+    app[EXTENDER] = extender
+    app[MAX_BODY] = max_body_bytes
+    app.router.add_post("/filter", _verb("filter", _filter))
+    app.router.add_post("/prioritize", _verb("prioritize", _prioritize))
+    app.router.add_post("/preempt", _verb("preempt", _preempt))
+    app.router.add_post("/bind", _verb("bind", _bind))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/debug/state", _debug_state)
+    app.router.add_get("/debug/explain", _debug_explain)
+    if floor_endpoint:
+        app.router.add_post("/debug/floor", _floor)
+    return app

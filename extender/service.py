@@ -1,0 +1,629 @@
+"""The four extender verbs over the live view, free of HTTP.
+
+Filter and prioritize call ``scoring.evaluate``, the very function the simulator
+calls.  Inputs arrive validated (``extender.wire``); what is wrong in them beyond
+their shape raises :class:`BadRequestError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import compress
+from typing import Any, Protocol
+
+import numpy as np
+
+from extender.config import FairpackConfig, LiveConfig
+from extender.errors import BadRequestError, BindError, ObjectError
+from extender.metrics import Metrics
+from extender.objects import PodInfo, pod_request
+from extender.victims import VictimRecord, select_victims
+from extender.view import ClusterView
+from extender.wire import (
+    ExtenderArgs,
+    ExtenderBindingArgs,
+    ExtenderPreemptionArgs,
+    Pod,
+)
+from scoring import (
+    ClusterState,
+    Evaluation,
+    OnlineFragments,
+    PodRequest,
+    evaluate,
+    extender_priorities,
+)
+from scoring.groups import NodeGroups
+from scoring.state import BoolArray, IntArray
+
+log = logging.getLogger(__name__)
+
+NEUTRAL_PRIORITY = 5
+"""What prioritize gives a node the view does not know: no opinion either way."""
+UNKNOWN_NODE_REASON = "node(s) not yet in fairpack's view"
+EXPLAIN_TOP_NODES = 5
+_REGROUP_AFTER = 8
+"""Forget old node-group ids once there are this many per node."""
+_GROUPING_PAYS_BELOW = 0.5
+"""Group identical nodes while groups are fewer than this share of the candidates."""
+_REGROUP_CHECK_EVERY = 64
+
+
+class Binder(Protocol):
+    """Posts a pod's binding; raises BindError when the API server refuses it."""
+
+    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None: ...
+
+
+class ViewOnlyBinder:
+    """For a static inventory: there is no API server, the view is the cluster."""
+
+    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class PodKey:
+    uid: str
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One evaluation spread over the request's known nodes (in request order).
+
+    ``evaluation`` covers one representative per group of identical nodes;
+    ``group`` maps each requested row to its representative's index there.
+    """
+
+    evaluation: Evaluation
+    group: IntArray
+
+    @property
+    def mask(self) -> BoolArray:
+        return self.evaluation.feasibility.mask[self.group]
+
+    @property
+    def failed_check(self) -> IntArray:
+        return self.evaluation.feasibility.failed_check[self.group]
+
+    def priorities(self) -> IntArray:
+        """0..10 per requested row: infeasible rows 0, the best strictly on top."""
+        feasible = self.evaluation.feasibility.mask
+        by_representative = np.zeros(len(feasible), dtype=np.int64)
+        by_representative[feasible] = extender_priorities(self.evaluation.score)
+        return by_representative[self.group]
+
+
+@dataclass(frozen=True)
+class _KnownNodes:
+    state: ClusterState
+    names: list[str]
+    rows: IntArray
+    known: list[str]
+
+
+@dataclass(frozen=True)
+class _FilterMemo:
+    """The last filter's evaluation, valid for the prioritize of the same cycle.
+
+    kube-scheduler sends prioritize the nodes that passed every filter: when they
+    are exactly the nodes that passed ours and nothing changed in between (same
+    arrays, same row versions, same policy and shape table), the filter's
+    evaluation is the prioritize's, bit for bit.
+    """
+
+    uid: str
+    request: PodRequest
+    state: ClusterState
+    version: int
+    policy: Any
+    aggregates: Any
+    outcome: Outcome
+    passed_rows: IntArray
+    passed_names: list[str]
+
+
+class _Bounded(OrderedDict[str, Any]):
+    """A dict that forgets its oldest entries beyond ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class Extender:
+    """kube-scheduler's extender over a :class:`ClusterView`.
+
+    One instance per process; its methods run on the event loop, one at a time,
+    so the view never changes in the middle of a decision.
+    """
+
+    def __init__(
+        self,
+        view: ClusterView,
+        config: LiveConfig | None = None,
+        binder: Binder | None = None,
+        metrics: Metrics | None = None,
+        *,
+        request_cache_size: int = 4096,
+        observed_pods: int = 200_000,
+        explained_pods: int = 1024,
+        shortcuts: bool = True,
+    ) -> None:
+        self.view = view
+        self.config = config or LiveConfig()
+        self.binder: Binder = binder or ViewOnlyBinder()
+        self.metrics = metrics or Metrics()
+        self.fragments = OnlineFragments(self.config.current.policy.shapes)
+        self.config.subscribe(self._on_config)
+        self.shortcuts = shortcuts
+        """Group identical nodes and reuse the filter's evaluation (exact; off for tests)."""
+        self._groups = NodeGroups()
+        self._known_nodes: dict[str, _KnownNodes] = {}
+        self._memo: _FilterMemo | None = None
+        self._decisions = 0
+        self._group_share = 0.0
+        self._requests = _Bounded(request_cache_size)
+        self._observed = _Bounded(observed_pods)
+        self._explained = _Bounded(explained_pods)
+
+    def _on_config(self, config: FairpackConfig) -> None:
+        if config.policy.shapes != self.fragments.config:
+            self.fragments = OnlineFragments(config.policy.shapes)
+        self._requests.clear()
+
+    # -- pods and nodes of a request -------------------------------------------------------------
+
+    def _pod(self, pod: Pod | None) -> tuple[PodKey, PodRequest]:
+        """The pod's identity and request; the request is cached per UID and resourceVersion."""
+        metadata = pod.metadata if pod is not None else None
+        if pod is None or metadata is None:
+            raise BadRequestError("Pod is missing")
+        if not metadata.uid or not metadata.name:
+            raise BadRequestError("Pod.metadata needs a name and a uid")
+        key = PodKey(metadata.uid, metadata.namespace or "default", metadata.name)
+        team = self.view.team_of(key.namespace)
+        cached = self._requests.get(key.uid)
+        if cached is not None and cached[0] == metadata.resource_version:
+            request: PodRequest = cached[1]
+            if request.team == team:
+                return key, request
+        try:
+            request = pod_request(pod, self.config.current, team)
+        except ObjectError as exc:
+            raise BadRequestError(str(exc)) from None
+        self._requests.put(key.uid, (metadata.resource_version, request))
+        return key, request
+
+    @staticmethod
+    def _node_names(args: ExtenderArgs) -> list[str]:
+        if args.node_names is not None:
+            names = args.node_names
+        elif args.nodes is not None:
+            names = [
+                item.metadata.name if item and item.metadata and item.metadata.name else ""
+                for item in args.nodes.items or ()
+            ]
+            if "" in names:
+                raise BadRequestError("Nodes.items has a node without metadata.name")
+        else:
+            raise BadRequestError("NodeNames and Nodes are both null")
+        if not names:
+            raise BadRequestError("the node list is empty")
+        return names
+
+    def _rows(self, state: ClusterState, names: list[str], verb: str) -> tuple[IntArray, list[str]]:
+        """Rows of the known nodes and their names, in request order.
+
+        kube-scheduler sends the same node list cycle after cycle, so the last
+        list per verb is remembered while the arrays stay the same.
+        """
+        cached = self._known_nodes.get(verb)
+        if cached is not None and cached.state is state and cached.names == names:
+            known = cached.known
+        else:
+            if len(set(names)) != len(names):
+                seen: set[str] = set()
+                for name in names:
+                    if name in seen:
+                        raise BadRequestError(f"node {name!r} appears more than once")
+                    seen.add(name)
+            rows = state.rows_of(names)
+            known = (
+                names
+                if len(rows) == len(names)
+                else [n for n in names if state.row_of(n) is not None]
+            )
+            cached = _KnownNodes(state, names, rows, known)
+            self._known_nodes[verb] = cached
+        if len(known) != len(names):
+            self.metrics.unknown_nodes.labels(verb).inc(len(names) - len(known))
+        return cached.rows, known
+
+    def _evaluate(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Evaluation:
+        return evaluate(state, request, rows, self.config.current.policy, self.fragments.aggregates)
+
+    def _outcome(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Outcome:
+        """``scoring.evaluate`` over ``rows``, once per group of identical nodes.
+
+        Every score term is a function of a node's row alone (and of the set of
+        candidate values, which groups keep), so nodes in identical states get
+        identical answers; the simulator evaluates the same way.
+        """
+        self._decisions += 1
+        grouping = self.shortcuts and len(rows) > 0
+        # Where nearly every node is in a state of its own, grouping costs more than it
+        # saves; look again now and then, as nodes fill up or drain.
+        if grouping and self._group_share > _GROUPING_PAYS_BELOW:
+            grouping = self._decisions % _REGROUP_CHECK_EVERY == 0
+        if not grouping:
+            return Outcome(self._evaluate(state, request, rows), np.arange(len(rows)))
+        groups = self._groups
+        if len(groups.group) and int(groups.group.max()) > _REGROUP_AFTER * max(state.n_nodes, 1):
+            # The group ids of states long gone pile up; start afresh now and then.
+            groups = self._groups = NodeGroups()
+        groups.refresh(state)
+        group_of_row = groups.group[rows]
+        # One member per group stands for it (any will do: they are identical), and
+        # the groups are numbered densely; no sort, unlike np.unique.
+        member = np.empty(int(group_of_row.max()) + 1, dtype=np.int64)
+        member[group_of_row] = np.arange(len(rows))
+        present = np.zeros(len(member), dtype=bool)
+        present[group_of_row] = True
+        dense = np.cumsum(present) - 1
+        self._group_share = float(dense[-1] + 1) / len(rows)
+        return Outcome(self._evaluate(state, request, rows[member[present]]), dense[group_of_row])
+
+    # -- filter ----------------------------------------------------------------------------------
+
+    def filter(
+        self, args: ExtenderArgs, raw_nodes: Sequence[Mapping[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """``ExtenderFilterResult`` for ``args``; ``raw_nodes`` are the request's Nodes.items."""
+        key, request = self._pod(args.pod)
+        names = self._node_names(args)
+        if key.uid not in self._observed:
+            self._observed.put(key.uid, None)
+            self.fragments.observe(request)
+        state = self.view.state
+        rows, known = self._rows(state, names, "filter")
+        outcome = self._outcome(state, request, rows)
+        feasibility = outcome.evaluation.feasibility
+        mask = outcome.mask
+        passed = list(compress(known, mask.tolist()))
+        if self.shortcuts:
+            self._memo = _FilterMemo(
+                key.uid,
+                request,
+                state,
+                int(state.row_version.sum()),
+                self.config.current.policy,
+                self.fragments.aggregates,
+                outcome,
+                rows[mask],
+                passed,
+            )
+        failed: dict[str, str] = {}
+        unresolvable: dict[str, str] = {}
+        rejected_counts: dict[str, int] = {}
+        if len(passed) != len(known):
+            failed_check = outcome.failed_check
+            kinds = feasibility.failed_check[~feasibility.mask]
+            for kind in np.unique(kinds).tolist():
+                check = feasibility.check(kind)
+                rejected = dict.fromkeys(
+                    compress(known, (failed_check == kind).tolist()), check.reason
+                )
+                (unresolvable if check.unresolvable else failed).update(rejected)
+                rejected_counts[check.reason] = len(rejected)
+                self.metrics.filter_rejections.labels(check.reason).inc(len(rejected))
+        if len(known) != len(names):
+            unknown = [name for name in names if state.row_of(name) is None]
+            if request.gpu_count:
+                failed.update(dict.fromkeys(unknown, UNKNOWN_NODE_REASON))
+                self.metrics.filter_rejections.labels(UNKNOWN_NODE_REASON).inc(len(unknown))
+            else:
+                passed_set = set(passed) | set(unknown)
+                passed = [name for name in names if name in passed_set]
+        self._explain(key, request).update(
+            filter={
+                "at_s": time.time(),
+                "nodes": len(names),
+                "passed": len(passed),
+                "rejected": rejected_counts,
+                "unknown_nodes": len(names) - len(known),
+            }
+        )
+        result: dict[str, Any] = {
+            "Nodes": None,
+            "NodeNames": passed,
+            "FailedNodes": failed,
+            "FailedAndUnresolvableNodes": unresolvable,
+            "Error": "",
+        }
+        if args.node_names is None and raw_nodes is not None:
+            keep = set(passed)
+            items = [item for item in raw_nodes if item["metadata"]["name"] in keep]
+            result["Nodes"] = {"metadata": {}, "items": items}
+            result["NodeNames"] = None
+        return result
+
+    # -- prioritize ------------------------------------------------------------------------------
+
+    def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]]:
+        """``HostPriorityList``: every requested host, 0..10, the best strictly on top."""
+        key, request = self._pod(args.pod)
+        names = self._node_names(args)
+        state = self.view.state
+        memo = self._memo
+        if (
+            memo is not None
+            and memo.uid == key.uid
+            and memo.state is state
+            and memo.request == request
+            and memo.policy is self.config.current.policy
+            and memo.aggregates is self.fragments.aggregates
+            and memo.passed_names == names
+            and memo.version == int(state.row_version.sum())
+        ):
+            known = names
+            outcome = memo.outcome
+            priorities = outcome.priorities()[outcome.mask]
+            feasible_nodes = len(priorities)
+            self.metrics.prioritize_reused.inc()
+        else:
+            rows, known = self._rows(state, names, "prioritize")
+            outcome = self._outcome(state, request, rows)
+            priorities = outcome.priorities()
+            feasible_nodes = int(np.count_nonzero(outcome.mask))
+        self._explain(key, request)["prioritize"] = self._top_nodes(state, outcome, feasible_nodes)
+        if len(known) == len(names):
+            return [
+                {"Host": host, "Score": score}
+                for host, score in zip(names, priorities.tolist(), strict=True)
+            ]
+        by_name = dict(zip(known, priorities.tolist(), strict=True))
+        return [{"Host": host, "Score": by_name.get(host, NEUTRAL_PRIORITY)} for host in names]
+
+    @staticmethod
+    def _top_nodes(state: ClusterState, outcome: Outcome, feasible_nodes: int) -> dict[str, Any]:
+        """The best nodes (one per group of identical nodes) with every score term."""
+        evaluation = outcome.evaluation
+        score = evaluation.score
+        priorities = extender_priorities(score)
+        count = min(EXPLAIN_TOP_NODES, len(score))
+        top = np.argpartition(-score, count - 1)[:count] if count < len(score) else np.arange(count)
+        top = top[np.argsort(-score[top], kind="stable")]
+        return {
+            "at_s": time.time(),
+            "feasible": feasible_nodes,
+            "top": [
+                {
+                    "node": state.names[int(evaluation.rows[i])],
+                    "score": round(float(score[i]), 6),
+                    "priority": int(priorities[i]),
+                    "gpus": evaluation.gpus[i].tolist(),
+                    "terms": {name: round(float(v[i]), 6) for name, v in evaluation.terms.items()},
+                }
+                for i in top.tolist()
+            ],
+        }
+
+    # -- preempt ---------------------------------------------------------------------------------
+
+    def preempt(self, args: ExtenderPreemptionArgs) -> dict[str, Any]:
+        """``ExtenderPreemptionResult``: the nodes whose victims fairpack agrees to."""
+        key, request = self._pod(args.pod)
+        proposals = self._proposals(args)
+        state = self.view.state
+        scratch: ClusterState | None = None
+        result: dict[str, Any] = {}
+        for node, (uids, pdb_violations) in proposals.items():
+            records = [self._victim(uid) for uid in uids]
+            decision = select_victims(request, records)
+            if decision.accepted and state.row_of(node) is not None:
+                scratch = scratch if scratch is not None else state.copy()
+                if not self._fits_after_eviction(scratch, request, node, uids):
+                    decision = type(decision)(refused="the pod would not fit after the eviction")
+            if not decision.accepted:
+                log.debug("preemption of %s on %s refused: %s", key.key, node, decision.refused)
+                self.metrics.preemption_nodes.labels("refused").inc()
+                continue
+            self.metrics.preemption_nodes.labels("accepted").inc()
+            result[node] = {
+                "Pods": [{"UID": victim.uid} for victim in decision.victims],
+                "NumPDBViolations": pdb_violations,
+            }
+        return {"NodeNameToMetaVictims": result}
+
+    @staticmethod
+    def _proposals(args: ExtenderPreemptionArgs) -> dict[str, tuple[list[str], int]]:
+        proposals: dict[str, tuple[list[str], int]] = {}
+        if args.node_name_to_meta_victims is not None:
+            for node, meta in args.node_name_to_meta_victims.items():
+                metas = (meta.pods or []) if meta else []
+                uids = [pod.uid for pod in metas if pod is not None]
+                proposals[node] = (uids, meta.num_pdb_violations if meta else 0)
+        elif args.node_name_to_victims is not None:
+            for node, victims in args.node_name_to_victims.items():
+                pods = (victims.pods or []) if victims else []
+                uids = [
+                    pod.metadata.uid
+                    for pod in pods
+                    if pod is not None and pod.metadata is not None and pod.metadata.uid
+                ]
+                proposals[node] = (uids, victims.num_pdb_violations if victims else 0)
+        else:
+            raise BadRequestError("NodeNameToMetaVictims and NodeNameToVictims are both null")
+        return proposals
+
+    def _victim(self, uid: str) -> VictimRecord:
+        placement = self.view.lookup(uid)
+        if placement is None:
+            return VictimRecord(uid)
+        request = placement.request
+        return VictimRecord(
+            uid=uid,
+            team=placement.team,
+            pod_class=request.pod_class,
+            priority=request.priority,
+            preemptible=request.preemptible,
+            started_s=placement.info.started_s,
+        )
+
+    def _fits_after_eviction(
+        self, scratch: ClusterState, request: PodRequest, node: str, uids: Sequence[str]
+    ) -> bool:
+        row = scratch.row_of(node)
+        assert row is not None
+        evicted = []
+        for uid in uids:
+            placement = self.view.lookup(uid)
+            if placement is not None and placement.placed is not None and placement.node == node:
+                scratch.release(row, placement.placed, list(placement.gpus))
+                evicted.append(placement)
+        fits = len(self._evaluate(scratch, request, np.array([row])).rows) == 1
+        for placement in evicted:
+            assert placement.placed is not None
+            scratch.place(row, placement.placed, list(placement.gpus))
+        return fits
+
+    # -- bind ------------------------------------------------------------------------------------
+
+    async def bind(self, args: ExtenderBindingArgs) -> dict[str, str]:
+        """``ExtenderBindingResult``: assume the placement at once, then post the binding."""
+        key = PodKey(args.pod_uid, args.pod_namespace, args.pod_name)
+        node = args.node
+        placement = self.view.lookup(key.uid)
+        if placement is not None and placement.node:
+            self.metrics.binds.labels("refused").inc()
+            return {"Error": f"pod {key.key} is already bound to node {placement.node}"}
+        cached = self._requests.get(key.uid)
+        request: PodRequest | None = cached[1] if cached is not None else None
+        if request is None and placement is not None:
+            request = placement.request
+        state = self.view.state
+        row = state.row_of(node)
+        assumed = False
+        if request is not None and row is not None:
+            evaluation = self._evaluate(state, request, np.array([row]))
+            if len(evaluation.rows) == 0:
+                reasons = evaluation.feasibility.reason_counts()
+                self.metrics.binds.labels("conflict").inc()
+                return {"Error": f"node {node} no longer fits pod {key.key}: {next(iter(reasons))}"}
+            gpus = evaluation.gpus[0].tolist()
+            self.view.assume(
+                PodInfo(key.uid, key.namespace, key.name, "", request, started_s=time.time()),
+                node,
+                gpus,
+            )
+            assumed = True
+            self._explain(key, request)["bind"] = {"at_s": time.time(), "node": node, "gpus": gpus}
+        elif request is not None and request.gpu_count:
+            self.metrics.binds.labels("refused").inc()
+            return {"Error": f"node {node} is not in fairpack's view"}
+        try:
+            await self.binder.bind(key.namespace, key.name, key.uid, node)
+        except BindError as exc:
+            if assumed:
+                self.view.forget(key.uid)
+            self.metrics.binds.labels("failed").inc()
+            return {"Error": str(exc)}
+        self._requests.pop(key.uid, None)
+        self.metrics.binds.labels("bound" if assumed else "unaccounted").inc()
+        return {"Error": ""}
+
+    # -- debugging -------------------------------------------------------------------------------
+
+    def _explain(self, key: PodKey, request: PodRequest) -> dict[str, Any]:
+        record: dict[str, Any] | None = self._explained.get(key.key)
+        if record is None or record["uid"] != key.uid:
+            record = {
+                "pod": key.key,
+                "uid": key.uid,
+                "request": {
+                    "gpus": request.gpu_count,
+                    "milli_per_gpu": request.milli_per_gpu,
+                    "cpu_milli": request.cpu_milli,
+                    "memory_mib": request.memory_mib,
+                    "min_gpu_memory_mib": request.min_gpu_memory_mib,
+                    "gpu_models": sorted(request.allowed_models),
+                    "team": request.team,
+                    "class": request.pod_class.value,
+                    "priority": request.priority,
+                },
+            }
+            self._explained.put(key.key, record)
+        return record
+
+    def explain(self, pod: str) -> dict[str, Any] | None:
+        """The last decision for ``namespace/name``."""
+        record: dict[str, Any] | None = self._explained.get(pod)
+        return record
+
+    def debug_state(self) -> dict[str, Any]:
+        view = self.view
+        state = view.state
+        free_milli = state.free_milli.sum(axis=1).tolist()
+        full_free = (state.free_milli >= 1000).sum(axis=1).tolist()
+        nodes = [
+            {
+                "name": name,
+                "model": spec.gpu_model,
+                "gpu_memory_mib": spec.gpu_memory_mib,
+                "gpus": spec.gpu_count,
+                "free_gpus": free / 1000,
+                "whole_free_gpus": whole,
+                "spot": bool(spec.capacity_type),
+            }
+            for name, spec, free, whole in zip(
+                state.names,
+                (view.nodes[n] for n in state.names),
+                free_milli,
+                full_free,
+                strict=True,
+            )
+        ]
+        models: dict[str, dict[str, float]] = {}
+        for node in nodes:
+            if node["gpus"]:
+                totals = models.setdefault(str(node["model"]), {"gpus": 0, "free_gpus": 0.0})
+                totals["gpus"] += node["gpus"]
+                totals["free_gpus"] += node["free_gpus"]
+        allocation = view.allocation()
+        teams: dict[str, dict[str, Any]] = {}
+        for (team, pod_class), gpus in allocation.allocated.items():
+            teams.setdefault(team, {"allocated_gpus": {}, "pending_gpus": {}})
+            teams[team]["allocated_gpus"][pod_class] = gpus
+        for (team, pod_class), gpus in allocation.pending.items():
+            teams.setdefault(team, {"allocated_gpus": {}, "pending_gpus": {}})
+            teams[team]["pending_gpus"][pod_class] = gpus
+        for team, quota in view.quota_gpus_by_team().items():
+            teams.setdefault(team, {"allocated_gpus": {}, "pending_gpus": {}})["quota_gpus"] = quota
+        for team, seconds in allocation.gpu_seconds.items():
+            teams.setdefault(team, {"allocated_gpus": {}, "pending_gpus": {}})
+            teams[team]["gpu_seconds"] = round(seconds, 3)
+        return {
+            "ready": view.ready,
+            "pods": view.pod_count,
+            "assumed_pods": view.assumed_count,
+            "models": models,
+            "teams": teams,
+            "nodes": nodes,
+        }

@@ -1,0 +1,519 @@
+"""The live view of the cluster's GPUs: one ClusterState kept exact by events.
+
+This is the seam between Kubernetes and placement.  The watch loop (or a test, or
+a static inventory) turns API objects into three kinds of events, ``Upserted``,
+``Deleted`` and ``Replaced`` (a fresh list), and :meth:`ClusterView.apply` is the
+only way they change the view.  Our own binds are applied at once as *assumed*
+pods, like kube-scheduler's assume cache, so the next filter never sees GPUs that
+a bind in flight has taken; the watch later confirms them (no double count) or a
+failed bind forgets them.
+
+The node set changes rarely: a node added, removed or resized marks the arrays
+stale, and the next read rebuilds them, copying the rows of unchanged nodes and
+re-placing only the pods of the changed ones.  Pods are applied with
+``ClusterState.place``/``release``; a pod seen through the watch takes the slots
+scoring would choose (the lowest free GPUs for whole GPUs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from extender.objects import NamespaceInfo, PodInfo, PriorityClassInfo, QuotaInfo
+from scoring import MILLI_PER_GPU, ClusterState, NodeSpec, PodRequest, choose_gpus
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["node", "pod", "namespace", "quota", "priorityclass"]
+KINDS: tuple[Kind, ...] = ("node", "pod", "namespace", "quota", "priorityclass")
+Record = NodeSpec | PodInfo | NamespaceInfo | QuotaInfo | PriorityClassInfo
+
+
+@dataclass(frozen=True)
+class Upserted:
+    kind: Kind
+    record: Record
+
+
+@dataclass(frozen=True)
+class Deleted:
+    kind: Kind
+    key: str
+    """Node name, pod UID, namespace name, ``namespace/name`` of a quota, class name."""
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """A complete list of one kind; what is not in it is gone.
+
+    ``listed_at_s`` is the view clock's time when the list was requested: pods we
+    assumed after it may be missing from the list without being gone.
+    """
+
+    kind: Kind
+    records: Sequence[Record]
+    listed_at_s: float = 0.0
+
+
+Event = Upserted | Deleted | Replaced
+
+
+def record_key(kind: Kind, record: Record) -> str:
+    if isinstance(record, PodInfo):
+        return record.uid
+    if isinstance(record, QuotaInfo):
+        return f"{record.namespace}/{record.name}"
+    return record.name
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A tracked pod.  ``placed`` is exactly what is taken out of the state (None: nothing)."""
+
+    info: PodInfo
+    team: str
+    node: str
+    request: PodRequest
+    """``info.request`` with the team resolved."""
+    gpus: tuple[int, ...] = ()
+    placed: PodRequest | None = None
+    assumed_at_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PodPlacement:
+    """A pod as the view holds it."""
+
+    info: PodInfo
+    team: str
+    node: str
+    request: PodRequest
+    gpus: tuple[int, ...]
+    assumed: bool
+    placed: PodRequest | None
+    """What the pod takes out of the arrays (None: its node is unknown)."""
+
+
+@dataclass
+class Allocation:
+    """GPUs per (team, class), in GPUs (a share counts its fraction)."""
+
+    allocated: dict[tuple[str, str], float] = field(default_factory=dict)
+    pending: dict[tuple[str, str], float] = field(default_factory=dict)
+    gpu_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class ClusterView:
+    """Nodes, pods, teams and their GPUs, kept exact by :meth:`apply`.
+
+    ``required_kinds`` are the kinds that must have been listed once before the
+    view is ready (none for a static inventory).
+    """
+
+    def __init__(
+        self,
+        nodes: Iterable[NodeSpec] = (),
+        *,
+        required_kinds: Iterable[Kind] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self._nodes: dict[str, NodeSpec] = {node.name: node for node in nodes}
+        self._state = ClusterState.from_nodes(list(self._nodes.values()))
+        self._stale_nodes: set[str] = set()
+        self._pods: dict[str, _Entry] = {}
+        self._by_node: dict[str, dict[str, None]] = {}
+        self._teams: dict[str, str] = {}
+        self._quotas: dict[str, QuotaInfo] = {}
+        self._priority_classes: dict[str, int] = {}
+        self._resolved: dict[tuple[PodRequest, str], PodRequest] = {}
+        self._allocated_milli: dict[tuple[str, str], int] = {}
+        self._pending_milli: dict[tuple[str, str], int] = {}
+        self._gpu_seconds: dict[str, float] = {}
+        self._accrued_at_s = clock()
+        self._missing_kinds: set[str] = set(required_kinds)
+        self.conflicts = 0
+        """Pods the watch placed where the view had no room (over-commit seen, clamped)."""
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ClusterState:
+        """The arrays scoring reads; rebuilt here when the node set changed."""
+        if self._stale_nodes:
+            self._rebuild()
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        return not self._missing_kinds
+
+    @property
+    def nodes(self) -> dict[str, NodeSpec]:
+        return self._nodes
+
+    def team_of(self, namespace: str) -> str:
+        return self._teams.get(namespace, namespace)
+
+    def lookup(self, uid: str) -> PodPlacement | None:
+        entry = self._pods.get(uid)
+        if entry is None:
+            return None
+        return PodPlacement(
+            entry.info,
+            entry.team,
+            entry.node,
+            entry.request,
+            entry.gpus,
+            entry.assumed_at_s is not None,
+            entry.placed,
+        )
+
+    def pods(self) -> Iterable[PodPlacement]:
+        for uid in list(self._pods):
+            placement = self.lookup(uid)
+            if placement is not None:
+                yield placement
+
+    def pods_on(self, node: str) -> list[PodPlacement]:
+        placements = (self.lookup(uid) for uid in self._by_node.get(node, {}))
+        return [p for p in placements if p is not None]
+
+    @property
+    def pod_count(self) -> int:
+        return len(self._pods)
+
+    @property
+    def assumed_count(self) -> int:
+        return sum(1 for entry in self._pods.values() if entry.assumed_at_s is not None)
+
+    def quota_gpus_by_team(self) -> dict[str, int]:
+        quota: dict[str, int] = {}
+        for info in self._quotas.values():
+            if info.gpus is not None:
+                team = self.team_of(info.namespace)
+                quota[team] = quota.get(team, 0) + info.gpus
+        return quota
+
+    def priority_class_value(self, name: str) -> int | None:
+        return self._priority_classes.get(name)
+
+    def allocation(self) -> Allocation:
+        self._accrue()
+        return Allocation(
+            {key: milli / MILLI_PER_GPU for key, milli in self._allocated_milli.items() if milli},
+            {key: milli / MILLI_PER_GPU for key, milli in self._pending_milli.items() if milli},
+            dict(self._gpu_seconds),
+        )
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, Replaced):
+            self._replace(event)
+        elif isinstance(event, Upserted):
+            self._upsert(event.kind, event.record)
+        else:
+            self._delete(event.kind, event.key)
+
+    def apply_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.apply(event)
+
+    def _upsert(self, kind: Kind, record: Record) -> None:
+        if isinstance(record, NodeSpec):
+            if self._nodes.get(record.name) != record:
+                self._nodes[record.name] = record
+                self._stale_nodes.add(record.name)
+        elif isinstance(record, PodInfo):
+            self._upsert_pod(record)
+        elif isinstance(record, NamespaceInfo):
+            self._set_team(record.name, record.team)
+        elif isinstance(record, QuotaInfo):
+            self._quotas[record_key(kind, record)] = record
+        else:
+            self._priority_classes[record.name] = record.value
+
+    def _delete(self, kind: Kind, key: str) -> None:
+        if kind == "node":
+            if self._nodes.pop(key, None) is not None:
+                self._stale_nodes.add(key)
+        elif kind == "pod":
+            entry = self._pods.get(key)
+            if entry is not None:
+                self._remove(entry)
+        elif kind == "namespace":
+            self._set_team(key, key)
+        elif kind == "quota":
+            self._quotas.pop(key, None)
+        else:
+            self._priority_classes.pop(key, None)
+
+    def _replace(self, event: Replaced) -> None:
+        kind = event.kind
+        if kind == "node":
+            fresh = {r.name: r for r in event.records if isinstance(r, NodeSpec)}
+            for name in self._nodes.keys() - fresh.keys():
+                self._stale_nodes.add(name)
+            for name, spec in fresh.items():
+                if self._nodes.get(name) != spec:
+                    self._stale_nodes.add(name)
+            self._nodes = fresh
+        elif kind == "pod":
+            listed = {r.uid: r for r in event.records if isinstance(r, PodInfo)}
+            for uid in self._pods.keys() - listed.keys():
+                entry = self._pods[uid]
+                # A pod we bound after the list was requested may not be in it yet.
+                if entry.assumed_at_s is not None and entry.assumed_at_s >= event.listed_at_s:
+                    continue
+                self._remove(entry)
+            for info in listed.values():
+                self._upsert_pod(info)
+        elif kind == "namespace":
+            teams = {r.name: r.team for r in event.records if isinstance(r, NamespaceInfo)}
+            for name in self._teams.keys() | teams.keys():
+                self._set_team(name, teams.get(name, name))
+        elif kind == "quota":
+            self._quotas = {
+                record_key(kind, r): r for r in event.records if isinstance(r, QuotaInfo)
+            }
+        else:
+            self._priority_classes = {
+                r.name: r.value for r in event.records if isinstance(r, PriorityClassInfo)
+            }
+        self._missing_kinds.discard(kind)
+
+    # -- our own binds ---------------------------------------------------------------------------
+
+    def assume(self, info: PodInfo, node: str, gpus: Sequence[int]) -> None:
+        """Take ``gpus`` of ``node`` for ``info`` now, before the watch shows the binding.
+
+        The caller has checked that the pod fits there (scoring.evaluate on the row);
+        a pod that does not fit raises ValueError and leaves the view unchanged.
+        """
+        state = self.state
+        row = state.row_of(node)
+        if row is None:
+            raise ValueError(f"node {node} is not in the view")
+        team = self.team_of(info.namespace)
+        request = self._resolve(info.request, team)
+        previous = self._pods.get(info.uid)
+        if previous is not None:
+            if previous.node:
+                raise ValueError(f"pod {info.key} is already on node {previous.node}")
+            self._remove(previous)
+        state.place(row, request, list(gpus))
+        entry = _Entry(
+            info=replace(info, node=node),
+            team=team,
+            node=node,
+            request=request,
+            gpus=tuple(int(g) for g in gpus),
+            placed=request,
+            assumed_at_s=self.clock(),
+        )
+        self._pods[info.uid] = entry
+        self._by_node.setdefault(node, {})[info.uid] = None
+        self._count(entry, +1)
+
+    def forget(self, uid: str) -> None:
+        """Undo an assumption whose binding failed; a confirmed pod is left alone."""
+        entry = self._pods.get(uid)
+        if entry is not None and entry.assumed_at_s is not None:
+            self._remove(entry)
+
+    # -- pods ------------------------------------------------------------------------------------
+
+    def _resolve(self, request: PodRequest, team: str) -> PodRequest:
+        """``request`` of ``team``, one shared object per distinct (request, team)."""
+        key = (request, team)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = request if request.team == team else replace(request, team=team)
+            self._resolved[key] = resolved
+        return resolved
+
+    def _upsert_pod(self, info: PodInfo) -> None:
+        entry = self._pods.get(info.uid)
+        if info.terminal:
+            if entry is not None:
+                self._remove(entry)
+            return
+        if entry is None:
+            team = self.team_of(info.namespace)
+            entry = _Entry(info, team, info.node, self._resolve(info.request, team))
+            self._pods[info.uid] = entry
+            self._link(entry)
+            self._count(entry, +1)
+            self._place(entry)
+            return
+        if entry.assumed_at_s is not None:
+            if not info.node:
+                return  # an event from before our binding; the assumption stands
+            if info.node == entry.node:
+                entry.assumed_at_s = None  # the watch confirms our bind
+        if info.node == entry.node and info.request == entry.info.request:
+            entry.info = info
+            return
+        # Bound elsewhere, bound at last, or resized: take it out and put it back.
+        self._remove(entry)
+        self._upsert_pod(info)
+
+    def _remove(self, entry: _Entry) -> None:
+        self._unplace(entry)
+        self._count(entry, -1)
+        self._unlink(entry)
+        del self._pods[entry.info.uid]
+
+    def _link(self, entry: _Entry) -> None:
+        if entry.node:
+            self._by_node.setdefault(entry.node, {})[entry.info.uid] = None
+
+    def _unlink(self, entry: _Entry) -> None:
+        on_node = self._by_node.get(entry.node)
+        if on_node is not None:
+            on_node.pop(entry.info.uid, None)
+            if not on_node:
+                del self._by_node[entry.node]
+
+    def _place(self, entry: _Entry) -> None:
+        """Apply a bound pod to the arrays, unless its node is unknown or about to be rebuilt."""
+        if not entry.node or entry.node in self._stale_nodes:
+            return
+        row = self._state.row_of(entry.node) if entry.node in self._nodes else None
+        if row is None:
+            return
+        request = entry.request
+        state = self._state
+        gpus = entry.gpus
+        if not self._fits(state, row, request, gpus):
+            gpus = tuple(int(g) for g in choose_gpus(state.free_milli[[row]], request)[0])
+        if not self._fits(state, row, request, gpus):
+            request, gpus = self._clamped(state, row, request, gpus)
+            self.conflicts += 1
+            log.warning(
+                "pod %s on %s does not fit the view; accounting what is left",
+                entry.info.key,
+                entry.node,
+            )
+        state.place(row, request, list(gpus))
+        entry.gpus, entry.placed = gpus, request
+
+    def _unplace(self, entry: _Entry) -> None:
+        if entry.placed is None:
+            return
+        row = self._state.row_of(entry.node)
+        if row is not None and entry.node not in self._stale_nodes:
+            self._state.release(row, entry.placed, list(entry.gpus))
+        entry.placed = None
+
+    @staticmethod
+    def _fits(state: ClusterState, row: int, request: PodRequest, gpus: Sequence[int]) -> bool:
+        if len(gpus) != request.gpu_count or any(g < 0 for g in gpus):
+            return False
+        if len(set(gpus)) != len(gpus) or any(g >= state.gpu_count[row] for g in gpus):
+            return False
+        if request.gpu_count and state.free_milli[row, list(gpus)].min() < request.milli_per_gpu:
+            return False
+        return bool(
+            state.cpu_free_milli[row] >= request.cpu_milli
+            and state.memory_free_mib[row] >= request.memory_mib
+        )
+
+    @staticmethod
+    def _clamped(
+        state: ClusterState, row: int, request: PodRequest, gpus: Sequence[int]
+    ) -> tuple[PodRequest, tuple[int, ...]]:
+        """The part of ``request`` that the row can still hold (reality over-committed it)."""
+        usable = tuple(int(g) for g in gpus if g >= 0)
+        return (
+            PodRequest(
+                gpu_count=len(usable),
+                milli_per_gpu=request.milli_per_gpu if usable else 0,
+                cpu_milli=max(0, min(request.cpu_milli, int(state.cpu_free_milli[row]))),
+                memory_mib=max(0, min(request.memory_mib, int(state.memory_free_mib[row]))),
+            ),
+            usable,
+        )
+
+    # -- teams and accounting ----------------------------------------------------------------------
+
+    def _set_team(self, namespace: str, team: str) -> None:
+        if self.team_of(namespace) == team:
+            if team != namespace:
+                self._teams[namespace] = team
+            return
+        members = [e for e in self._pods.values() if e.info.namespace == namespace]
+        for entry in members:
+            self._count(entry, -1)
+        if team == namespace:
+            self._teams.pop(namespace, None)
+        else:
+            self._teams[namespace] = team
+        for entry in members:
+            entry.team = team
+            entry.request = self._resolve(entry.info.request, team)
+            self._count(entry, +1)
+
+    def _accrue(self) -> None:
+        now = self.clock()
+        elapsed_s = now - self._accrued_at_s
+        self._accrued_at_s = now
+        if elapsed_s <= 0:
+            return
+        for (team, _), milli in self._allocated_milli.items():
+            if milli:
+                self._gpu_seconds[team] = (
+                    self._gpu_seconds.get(team, 0.0) + milli / MILLI_PER_GPU * elapsed_s
+                )
+
+    def _count(self, entry: _Entry, sign: int) -> None:
+        milli = entry.request.gpu_milli
+        if not milli:
+            return
+        key = (entry.team, entry.request.pod_class.value)
+        if entry.node:
+            self._accrue()
+            self._allocated_milli[key] = self._allocated_milli.get(key, 0) + sign * milli
+        else:
+            self._pending_milli[key] = self._pending_milli.get(key, 0) + sign * milli
+
+    # -- node set changes --------------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        old = self._state
+        stale = self._stale_nodes
+        specs = list(self._nodes.values())
+        fresh = ClusterState.from_nodes(specs, max_gpus=None)
+        kept = [name for name in self._nodes if name not in stale and old.row_of(name) is not None]
+        if kept:
+            new_rows = np.fromiter((fresh.row_of(n) for n in kept), dtype=np.int64, count=len(kept))
+            old_rows = old.rows_of(kept)
+            width = min(old.max_gpus, fresh.max_gpus)
+            fresh.free_milli[new_rows, :width] = old.free_milli[old_rows, :width]
+            fresh.cpu_free_milli[new_rows] = old.cpu_free_milli[old_rows]
+            fresh.memory_free_mib[new_rows] = old.memory_free_mib[old_rows]
+        # Caches over the arrays (fragment aggregates, node groups) know a state by its
+        # id(), which a new object may reuse: newer row versions make every row stale.
+        fresh.row_version[:] = int(old.row_version.max(initial=0)) + 1
+        self._state = fresh
+        # Pods of changed, new and deleted nodes lost their placement with the old arrays.
+        touched = [uid for name in stale for uid in self._by_node.get(name, {})]
+        self._stale_nodes = set()
+        for uid in touched:
+            entry = self._pods[uid]
+            entry.placed = None
+        for uid in touched:
+            self._place(self._pods[uid])
+        log.info(
+            "view rebuilt: %d nodes (%d changed), %d pods re-placed",
+            len(specs),
+            len(stale),
+            len(touched),
+        )

@@ -1,0 +1,362 @@
+"""List+watch of the cluster into view events, and the binder (kubernetes-asyncio).
+
+The Kubernetes I/O is two small pieces: :class:`KubeSource` lists pages and
+streams watch events as plain dicts (no client model objects: the bodies are
+parsed with orjson), and :class:`KubeBinder` posts a pod's ``binding``.  A
+:class:`Reflector` per resource turns a source into events for the view: list,
+then watch from the list's resourceVersion; resume from the last resourceVersion
+when a watch ends; relist on ``410 Gone``; back off on errors.  Reflectors are
+tested with an in-memory source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from extender.config import FairpackConfig, LiveConfig
+from extender.errors import BindError, FairpackError, ObjectError
+from extender.metrics import Metrics
+from extender.objects import (
+    namespace_info,
+    node_spec,
+    pod_info,
+    priority_class_info,
+    quota_info,
+)
+from extender.view import ClusterView, Deleted, Kind, Record, Replaced, Upserted
+from extender.wire import Node, Pod
+
+log = logging.getLogger(__name__)
+
+LIST_PAGE_SIZE = 500
+WATCH_TIMEOUT_S = (300, 600)
+"""Each watch asks the server to end it after a random time in this range."""
+ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+
+
+class GoneError(FairpackError):
+    """410 Gone: the resourceVersion is too old; the resource must be listed again."""
+
+
+class SourceError(FairpackError):
+    """A list or watch request failed; retried with backoff."""
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    resource_version: str
+    continue_token: str | None
+
+
+class Source(Protocol):
+    """Where a reflector reads one resource from."""
+
+    async def list(self, resource: str, continue_token: str | None) -> Page: ...
+
+    def watch(self, resource: str, resource_version: str) -> AsyncIterator[dict[str, Any]]: ...
+
+
+# -- translation: API objects to view records ---------------------------------------------------
+
+
+def translate(kind: Kind, obj: Mapping[str, Any], config: FairpackConfig) -> Record:
+    if kind == "node":
+        return node_spec(Node.model_validate(obj), config)
+    if kind == "pod":
+        return pod_info(Pod.model_validate(obj), config)
+    if kind == "namespace":
+        return namespace_info(obj, config)
+    if kind == "quota":
+        return quota_info(obj, config)
+    return priority_class_info(obj)
+
+
+def object_key(kind: Kind, obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    if kind == "pod":
+        return str(metadata.get("uid", ""))
+    if kind == "quota":
+        return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    return str(metadata.get("name", ""))
+
+
+# -- reflectors ----------------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    """Where one resource's objects go: translated page by page, so a list of
+    100,000 pods never sits in memory as API objects."""
+
+    def translate(self, obj: dict[str, Any]) -> Any | None: ...
+
+    def replaced(self, records: list[Any], listed_at_s: float) -> None: ...
+
+    def upserted(self, obj: dict[str, Any]) -> None: ...
+
+    def deleted(self, obj: dict[str, Any]) -> None: ...
+
+
+class Reflector:
+    """Keeps one resource flowing into its sink: list, watch, resume, relist, back off."""
+
+    def __init__(
+        self,
+        source: Source,
+        resource: str,
+        sink: Sink,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float],
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.source = source
+        self.resource = resource
+        self._sink = sink
+        self._metrics = metrics
+        self._clock = clock
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self.resource_version: str | None = None
+        self.synced = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff_s = self._backoff_initial_s
+        while True:
+            try:
+                if self.resource_version is None:
+                    await self._list()
+                async for event in self.source.watch(self.resource, self.resource_version or ""):
+                    self._handle(event)
+                    backoff_s = self._backoff_initial_s
+                # The server ended the watch (its timeout): resume where it stopped.
+            except GoneError:
+                log.info("%s: resourceVersion expired, listing again", self.resource)
+                self._metrics.watch_restarts.labels(self.resource, "relist").inc()
+                self.resource_version = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._metrics.watch_restarts.labels(self.resource, "error").inc()
+                delay_s = backoff_s * random.uniform(0.5, 1.0)
+                log.warning("%s: %s; retrying in %.1f s", self.resource, exc, delay_s)
+                await asyncio.sleep(delay_s)
+                backoff_s = min(backoff_s * 2, self._backoff_max_s)
+
+    async def _list(self) -> None:
+        listed_at_s = self._clock()
+        records: list[Any] = []
+        token: str | None = None
+        while True:
+            page = await self.source.list(self.resource, token)
+            translate = self._sink.translate
+            records.extend(r for obj in page.items if (r := translate(obj)) is not None)
+            token = page.continue_token
+            if not token:
+                break
+        self._sink.replaced(records, listed_at_s)
+        self.resource_version = page.resource_version
+        self._metrics.watch_synced.labels(self.resource).set(1)
+        self.synced.set()
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise GoneError(obj.get("message", "gone"))
+            raise SourceError(f"watch error {obj.get('code')}: {obj.get('message')}")
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED"):
+            self._metrics.watch_events.labels(self.resource, kind).inc()
+            self._sink.upserted(obj)
+        elif kind == "DELETED":
+            self._metrics.watch_events.labels(self.resource, kind).inc()
+            self._sink.deleted(obj)
+        if version:
+            self.resource_version = version
+
+
+class ViewFeed:
+    """The sinks of every resource: the view's kinds, and the policy ConfigMap.
+
+    Objects that cannot be read are logged, counted and skipped, never fatal.
+    """
+
+    def __init__(self, view: ClusterView, config: LiveConfig, metrics: Metrics) -> None:
+        self.view = view
+        self.config = config
+        self.metrics = metrics
+
+    def sink(self, resource: str) -> Sink:
+        if resource == "configmap":
+            return _ConfigSink(self.config)
+        return _ViewSink(self, resource)  # type: ignore[arg-type]
+
+    def list(self, resource: str, objects: list[dict[str, Any]], listed_at_s: float = 0.0) -> None:
+        """A whole list at once (tests, benchmarks); reflectors go page by page."""
+        sink = self.sink(resource)
+        sink.replaced([r for obj in objects if (r := sink.translate(obj)) is not None], listed_at_s)
+
+
+class _ViewSink:
+    def __init__(self, feed: ViewFeed, kind: Kind) -> None:
+        self._feed = feed
+        self._kind = kind
+
+    def translate(self, obj: dict[str, Any]) -> Record | None:
+        try:
+            return translate(self._kind, obj, self._feed.config.current)
+        except (ObjectError, ValueError) as exc:
+            # pydantic's ValidationError is a ValueError; PodRequest refuses nonsense the same way.
+            name = object_key(self._kind, obj)
+            log.warning("skipping %s %s: %s", self._kind, name, " ".join(str(exc).split())[:300])
+            self._feed.metrics.object_errors.labels(self._kind).inc()
+            return None
+
+    def replaced(self, records: list[Any], listed_at_s: float) -> None:
+        self._feed.view.apply(Replaced(self._kind, records, listed_at_s))
+
+    def upserted(self, obj: dict[str, Any]) -> None:
+        record = self.translate(obj)
+        if record is not None:
+            self._feed.view.apply(Upserted(self._kind, record))
+
+    def deleted(self, obj: dict[str, Any]) -> None:
+        self._feed.view.apply(Deleted(self._kind, object_key(self._kind, obj)))
+
+
+class _ConfigSink:
+    def __init__(self, config: LiveConfig) -> None:
+        self._config = config
+
+    def translate(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return obj
+
+    def replaced(self, records: list[Any], listed_at_s: float) -> None:
+        if not records:
+            log.warning("policy ConfigMap not found; running on the built-in defaults")
+            return
+        self.upserted(records[0])
+
+    def upserted(self, obj: dict[str, Any]) -> None:
+        self._config.update(obj.get("data") or {})
+
+    def deleted(self, obj: dict[str, Any]) -> None:
+        log.warning("policy ConfigMap deleted; keeping the config in force")
+
+
+# -- kubernetes-asyncio --------------------------------------------------------------------------
+
+
+class KubeSource:
+    """Lists and watches over kubernetes-asyncio, reading raw JSON instead of model objects."""
+
+    def __init__(self, api_client: Any, configmap: tuple[str, str] | None = None) -> None:
+        from kubernetes_asyncio import client
+
+        core = client.CoreV1Api(api_client)
+        scheduling = client.SchedulingV1Api(api_client)
+        self._calls: dict[str, Callable[..., Any]] = {
+            "node": core.list_node,
+            "pod": lambda **kw: core.list_pod_for_all_namespaces(field_selector=ACTIVE_PODS, **kw),
+            "namespace": core.list_namespace,
+            "quota": core.list_resource_quota_for_all_namespaces,
+            "priorityclass": scheduling.list_priority_class,
+        }
+        if configmap is not None:
+            namespace, name = configmap
+            self._calls["configmap"] = lambda **kw: core.list_namespaced_config_map(
+                namespace, field_selector=f"metadata.name={name}", **kw
+            )
+
+    @property
+    def resources(self) -> list[str]:
+        return list(self._calls)
+
+    async def _request(self, resource: str, **params: Any) -> aiohttp.ClientResponse:
+        try:
+            response: aiohttp.ClientResponse = await self._calls[resource](
+                _preload_content=False, **params
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SourceError(f"{resource}: {exc.__class__.__name__}: {exc}") from exc
+        if response.status == 410:
+            response.release()
+            raise GoneError(f"{resource}: 410 Gone")
+        if response.status != 200:
+            text = (await response.read())[:300].decode(errors="replace")
+            raise SourceError(f"{resource}: HTTP {response.status}: {text}")
+        return response
+
+    async def list(self, resource: str, continue_token: str | None) -> Page:
+        params: dict[str, Any] = {"limit": LIST_PAGE_SIZE}
+        if continue_token:
+            params["_continue"] = continue_token
+        response = await self._request(resource, **params)
+        body = orjson.loads(await response.read())
+        metadata = body.get("metadata") or {}
+        return Page(
+            body.get("items") or [],
+            metadata.get("resourceVersion", ""),
+            metadata.get("continue") or None,
+        )
+
+    async def watch(self, resource: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        timeout_s = random.randint(*WATCH_TIMEOUT_S)
+        response = await self._request(
+            resource,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_s,
+            _request_timeout=aiohttp.ClientTimeout(sock_read=timeout_s + 30),
+        )
+        try:
+            async for line in response.content:
+                if line.strip():
+                    yield orjson.loads(line)
+        finally:
+            response.release()
+
+
+class KubeBinder:
+    """Posts ``pods/binding``, as kube-scheduler's default binder does."""
+
+    def __init__(self, api_client: Any, timeout_s: float = 4.0) -> None:
+        from kubernetes_asyncio import client
+
+        self._core = client.CoreV1Api(api_client)
+        self._timeout_s = timeout_s
+
+    async def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        try:
+            response: Any = await self._core.create_namespaced_pod_binding(
+                name, namespace, body, _preload_content=False, _request_timeout=self._timeout_s
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BindError(f"binding {namespace}/{name} to {node}: {exc}") from exc
+        if response.status in (200, 201):
+            response.release()
+            return
+        text = await response.read()
+        try:
+            message = orjson.loads(text).get("message", "")
+        except orjson.JSONDecodeError:
+            message = text[:200].decode(errors="replace")
+        raise BindError(f"binding {namespace}/{name} to {node}: HTTP {response.status}: {message}")

@@ -1,0 +1,156 @@
+"""The extender protocol on the wire, as kube-scheduler v1.34+ speaks it.
+
+Field names and shapes follow ``k8s.io/kube-scheduler/extender/v1/types.go``:
+top-level keys are Go field names (PascalCase, never omitted, ``null`` for nil);
+the nested Pod and Node are ordinary Kubernetes objects in camelCase.  Only the
+fields placement needs are declared; everything else (``managedFields``, status
+conditions, unknown fields of newer API versions) is ignored.  Every field may be
+``null`` wherever Go may send nil.
+
+Responses are plain dicts built by the service (``NodeNames`` etc.); the models
+here document and test their shapes.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Quantity = str | int | float
+
+
+class KubeModel(BaseModel):
+    """A Kubernetes object part: camelCase keys, unknown keys ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+
+class ObjectMeta(KubeModel):
+    name: str | None = None
+    namespace: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+
+
+class ResourceRequirements(KubeModel):
+    requests: dict[str, Quantity | None] | None = None
+    limits: dict[str, Quantity | None] | None = None
+
+
+class Container(KubeModel):
+    name: str | None = None
+    resources: ResourceRequirements | None = None
+    restart_policy: str | None = None
+
+
+class PodSpec(KubeModel):
+    containers: list[Container | None] | None = None
+    init_containers: list[Container | None] | None = None
+    overhead: dict[str, Quantity | None] | None = None
+    node_name: str | None = None
+    node_selector: dict[str, str] | None = None
+    priority: int | None = None
+    priority_class_name: str | None = None
+    scheduler_name: str | None = None
+
+
+class PodStatus(KubeModel):
+    phase: str | None = None
+    start_time: str | None = None
+
+
+class Pod(KubeModel):
+    metadata: ObjectMeta | None = None
+    spec: PodSpec | None = None
+    status: PodStatus | None = None
+
+
+class NodeStatus(KubeModel):
+    capacity: dict[str, Quantity | None] | None = None
+    allocatable: dict[str, Quantity | None] | None = None
+
+
+class Node(KubeModel):
+    metadata: ObjectMeta | None = None
+    status: NodeStatus | None = None
+
+
+class NodeList(KubeModel):
+    items: list[Node | None] | None = None
+
+
+class GoModel(BaseModel):
+    """A top-level extender message: Go field names as keys."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class ExtenderArgs(GoModel):
+    """Body of ``/filter`` and ``/prioritize``."""
+
+    pod: Pod | None = Field(None, alias="Pod")
+    nodes: NodeList | None = Field(None, alias="Nodes")
+    node_names: list[str] | None = Field(None, alias="NodeNames")
+
+
+class ExtenderFilterResult(GoModel):
+    nodes: NodeList | None = Field(None, alias="Nodes")
+    node_names: list[str] | None = Field(None, alias="NodeNames")
+    failed_nodes: dict[str, str] | None = Field(None, alias="FailedNodes")
+    failed_and_unresolvable_nodes: dict[str, str] | None = Field(
+        None, alias="FailedAndUnresolvableNodes"
+    )
+    error: str = Field("", alias="Error")
+
+
+class HostPriority(GoModel):
+    host: str = Field(alias="Host")
+    score: int = Field(alias="Score")
+
+
+class MetaPod(GoModel):
+    uid: str = Field(alias="UID")
+
+
+class MetaVictims(GoModel):
+    pods: list[MetaPod | None] | None = Field(None, alias="Pods")
+    num_pdb_violations: int = Field(0, alias="NumPDBViolations")
+
+
+class Victims(GoModel):
+    pods: list[Pod | None] | None = Field(None, alias="Pods")
+    num_pdb_violations: int = Field(0, alias="NumPDBViolations")
+
+
+class ExtenderPreemptionArgs(GoModel):
+    pod: Pod | None = Field(None, alias="Pod")
+    node_name_to_victims: dict[str, Victims | None] | None = Field(None, alias="NodeNameToVictims")
+    node_name_to_meta_victims: dict[str, MetaVictims | None] | None = Field(
+        None, alias="NodeNameToMetaVictims"
+    )
+
+
+class ExtenderPreemptionResult(GoModel):
+    node_name_to_meta_victims: dict[str, MetaVictims] | None = Field(
+        None, alias="NodeNameToMetaVictims"
+    )
+
+
+class ExtenderBindingArgs(GoModel):
+    pod_name: str = Field(alias="PodName", min_length=1)
+    pod_namespace: str = Field(alias="PodNamespace", min_length=1)
+    pod_uid: str = Field(alias="PodUID")
+    node: str = Field(alias="Node", min_length=1)
+
+
+class ExtenderBindingResult(GoModel):
+    error: str = Field("", alias="Error")

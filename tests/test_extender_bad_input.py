@@ -1,0 +1,424 @@
+"""Whatever arrives, the answer is a 200 or a 4xx with a one-line reason: never a 5xx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from extender_builders import (
+    bind_body,
+    filter_body,
+    node,
+    pod,
+    request,
+    serve,
+    service,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extender import create_app
+
+NAMES = ["gpu-0", "gpu-1"]
+
+
+def good_pod() -> dict[str, Any]:
+    return pod("p", request(gpus=1), uid="11111111-2222-3333-4444-555555555555")
+
+
+def with_pod_field(path: list[str | int], value: Any) -> dict[str, Any]:
+    body = filter_body(good_pod(), NAMES)
+    target: Any = body["Pod"]
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return body
+
+
+BAD_FILTER_BODIES = [
+    pytest.param(b"", "empty body", id="empty"),
+    pytest.param(b"{nope", "body is not JSON", id="malformed-json"),
+    pytest.param(b"[1, 2]", "body is a JSON list; expected an object", id="array"),
+    pytest.param(b'"Pod"', "body is a JSON str", id="string"),
+    pytest.param(
+        orjson.dumps({"Nodes": None, "NodeNames": NAMES}), "Pod is missing", id="missing-pod"
+    ),
+    pytest.param(orjson.dumps({"Pod": None, "NodeNames": NAMES}), "Pod is missing", id="null-pod"),
+    pytest.param(orjson.dumps({"Pod": 7, "NodeNames": NAMES}), "Pod: ", id="pod-wrong-type"),
+    pytest.param(
+        orjson.dumps({"Pod": good_pod(), "Nodes": None, "NodeNames": None}),
+        "NodeNames and Nodes are both null",
+        id="no-nodes",
+    ),
+    pytest.param(
+        orjson.dumps(filter_body(good_pod(), [])), "the node list is empty", id="empty-node-list"
+    ),
+    pytest.param(
+        orjson.dumps(filter_body(good_pod(), ["gpu-0", "gpu-1", "gpu-0"])),
+        "node 'gpu-0' appears more than once",
+        id="duplicate-nodes",
+    ),
+    pytest.param(
+        orjson.dumps({"Pod": good_pod(), "NodeNames": "gpu-0"}),
+        "NodeNames: ",
+        id="names-not-a-list",
+    ),
+    pytest.param(
+        orjson.dumps({"Pod": good_pod(), "NodeNames": [1, 2]}),
+        "NodeNames.0: ",
+        id="names-not-strings",
+    ),
+    pytest.param(
+        orjson.dumps(with_pod_field(["metadata", "uid"], None)),
+        "Pod.metadata needs a name and a uid",
+        id="no-uid",
+    ),
+    pytest.param(
+        orjson.dumps(
+            with_pod_field(["spec", "containers", 0, "resources", "requests", "cpu"], "12x")
+        ),
+        "Pod.spec.containers[0].resources.requests.cpu: '12x' is not a quantity",
+        id="bad-quantity",
+    ),
+    pytest.param(
+        orjson.dumps(
+            with_pod_field(["spec", "containers", 0, "resources", "requests", "cpu"], [1])
+        ),
+        "Pod.spec.containers.0.resources.requests.cpu: ",
+        id="quantity-wrong-type",
+    ),
+    pytest.param(
+        orjson.dumps(
+            with_pod_field(
+                ["spec", "containers", 0, "resources", "requests", "nvidia.com/gpu"], "-2"
+            )
+        ),
+        "is negative",
+        id="negative-gpus",
+    ),
+    pytest.param(
+        orjson.dumps(
+            with_pod_field(
+                ["spec", "containers", 0, "resources"],
+                {"requests": {"fairpack.io/gpu-milli": "1500"}, "limits": None},
+            )
+        ),
+        "more than one GPU",
+        id="share-above-one-gpu",
+    ),
+    pytest.param(
+        orjson.dumps(
+            with_pod_field(
+                ["spec", "containers", 0, "resources", "requests", "fairpack.io/gpu-milli"], "500"
+            )
+        ),
+        "Pod asks for both nvidia.com/gpu and fairpack.io/gpu-milli",
+        id="whole-and-share",
+    ),
+    pytest.param(
+        orjson.dumps(with_pod_field(["spec", "priority"], "high")),
+        "Pod.spec.priority: ",
+        id="priority-string",
+    ),
+    pytest.param(b"[" * 5000 + b"]" * 5000, "body is not JSON", id="too-deep"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), BAD_FILTER_BODIES)
+async def test_bad_filter_bodies_get_a_400_with_the_reason_in_error(
+    body: bytes, reason: str
+) -> None:
+    async with serve(service([node("gpu-0"), node("gpu-1")])) as client:
+        response = await client.post("/filter", data=body)
+        answer = orjson.loads(await response.read())
+    assert response.status == 400
+    assert reason in answer["Error"]
+    assert "\n" not in answer["Error"]
+    assert set(answer) == {
+        "Nodes",
+        "NodeNames",
+        "FailedNodes",
+        "FailedAndUnresolvableNodes",
+        "Error",
+    }
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "reason"),
+    [
+        pytest.param(
+            "prioritize",
+            {"Pod": None, "NodeNames": NAMES},
+            "Pod is missing",
+            id="prioritize-no-pod",
+        ),
+        pytest.param(
+            "prioritize",
+            filter_body(good_pod(), []),
+            "the node list is empty",
+            id="prioritize-empty",
+        ),
+        pytest.param(
+            "bind", {"PodName": "p"}, "PodNamespace: Field required", id="bind-missing-fields"
+        ),
+        pytest.param(
+            "bind",
+            {"PodName": "", "PodNamespace": "ns", "PodUID": "u", "Node": "gpu-0"},
+            "PodName: String should have at least 1 character",
+            id="bind-empty-name",
+        ),
+        pytest.param(
+            "bind",
+            {"PodName": 3, "PodNamespace": "ns", "PodUID": "u", "Node": "n"},
+            "PodName: ",
+            id="bind-wrong-type",
+        ),
+        pytest.param(
+            "preempt",
+            {"Pod": good_pod(), "NodeNameToVictims": None, "NodeNameToMetaVictims": None},
+            "both null",
+            id="preempt-no-victims",
+        ),
+        pytest.param(
+            "preempt",
+            {"Pod": good_pod(), "NodeNameToMetaVictims": {"gpu-0": {"Pods": [{"UID": 5}]}}},
+            "NodeNameToMetaVictims.gpu-0.Pods.0.UID: ",
+            id="preempt-uid-wrong-type",
+        ),
+    ],
+)
+async def test_bad_bodies_of_other_verbs_get_a_400(verb: str, body: Any, reason: str) -> None:
+    async with serve(service([node("gpu-0"), node("gpu-1")])) as client:
+        response = await client.post(f"/{verb}", data=orjson.dumps(body))
+        answer = orjson.loads(await response.read())
+    assert response.status == 400
+    assert reason in answer["Error"]
+
+
+async def test_a_huge_body_gets_a_413() -> None:
+    async with serve(service([node("gpu-0")]), max_body_bytes=1024) as client:
+        response = await client.post(
+            "/filter", data=orjson.dumps(filter_body(good_pod(), ["x" * 2000]))
+        )
+        answer = orjson.loads(await response.read())
+    assert response.status == 413
+    assert answer["Error"] == "body too large (limit 1024 bytes)"
+
+
+async def test_unknown_node_names_are_not_an_error() -> None:
+    async with serve(service([node("gpu-0")])) as client:
+        response = await client.post(
+            "/filter", data=orjson.dumps(filter_body(good_pod(), ["gpu-0", "nowhere"]))
+        )
+        answer = orjson.loads(await response.read())
+    assert response.status == 200
+    assert answer["NodeNames"] == ["gpu-0"]
+
+
+async def test_bind_is_refused_for_a_pod_already_bound() -> None:
+    async with serve(service([node("gpu-0"), node("gpu-1")])) as client:
+        p = good_pod()
+        await client.post("/filter", data=orjson.dumps(filter_body(p, NAMES)))
+        await client.post("/bind", data=orjson.dumps(bind_body(p, "gpu-0")))
+        response = await client.post("/bind", data=orjson.dumps(bind_body(p, "gpu-1")))
+        answer = orjson.loads(await response.read())
+    assert response.status == 200
+    assert answer["Error"] == "pod team-a/p is already bound to node gpu-0"
+
+
+# -- fuzzing -------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+quantities = st.one_of(
+    st.text(max_size=6),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.sampled_from(["1", "500m", "16Gi", "1e3", "2E-3", "0.5", "-1", "1.5Ki", "1e400", "."]),
+    json_values,
+)
+resource_names = st.sampled_from(["cpu", "memory", "nvidia.com/gpu", "fairpack.io/gpu-milli", "x"])
+containers = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=4),
+        "resources": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "requests": st.none() | st.dictionaries(resource_names, quantities, max_size=3),
+                    "limits": st.none() | st.dictionaries(resource_names, quantities, max_size=3),
+                },
+            ),
+            json_values,
+        ),
+        "restartPolicy": st.none() | st.sampled_from(["Always", "Never"]) | json_values,
+    },
+)
+pods = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "metadata": st.one_of(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "name": st.none() | st.text(max_size=6),
+                        "namespace": st.none() | st.text(max_size=6),
+                        "uid": st.none() | st.sampled_from(["u1", "u2", ""]),
+                        "labels": st.none()
+                        | st.dictionaries(st.text(max_size=20), st.text(max_size=12), max_size=3),
+                        "annotations": st.none()
+                        | st.dictionaries(
+                            st.sampled_from(
+                                ["fairpack.io/gpu-memory", "fairpack.io/gpu-models", "x"]
+                            ),
+                            st.text(max_size=8),
+                            max_size=2,
+                        ),
+                        "managedFields": json_values,
+                        "creationTimestamp": st.none() | st.text(max_size=25),
+                    },
+                ),
+                json_values,
+            ),
+            "spec": st.one_of(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "containers": st.none() | st.lists(st.none() | containers, max_size=3),
+                        "initContainers": st.none() | st.lists(containers, max_size=2),
+                        "overhead": st.none()
+                        | st.dictionaries(resource_names, quantities, max_size=2),
+                        "priority": st.none() | st.integers() | json_values,
+                        "priorityClassName": st.none() | st.text(max_size=20),
+                        "nodeSelector": st.none()
+                        | st.dictionaries(st.text(max_size=25), st.text(max_size=8), max_size=2),
+                    },
+                ),
+                json_values,
+            ),
+        },
+    ),
+    json_values,
+)
+names = st.lists(st.sampled_from(["gpu-0", "gpu-1", "ghost", ""]) | st.text(max_size=5), max_size=5)
+extender_args = st.fixed_dictionaries(
+    {},
+    optional={
+        "Pod": st.none() | pods,
+        "NodeNames": st.none() | names | json_values,
+        "Nodes": st.none()
+        | st.fixed_dictionaries(
+            {}, optional={"items": st.none() | st.lists(json_values, max_size=3)}
+        )
+        | json_values,
+    },
+)
+meta_victims = st.dictionaries(
+    st.text(max_size=6) | st.sampled_from(["gpu-0", "gpu-1"]),
+    st.none()
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "Pods": st.none()
+            | st.lists(
+                st.none() | st.fixed_dictionaries({"UID": st.text(max_size=4) | json_values})
+            ),
+            "NumPDBViolations": st.integers() | json_values,
+        },
+    ),
+    max_size=3,
+)
+bodies = {
+    "filter": extender_args,
+    "prioritize": extender_args,
+    "preempt": st.fixed_dictionaries(
+        {},
+        optional={
+            "Pod": st.none() | pods,
+            "NodeNameToMetaVictims": st.none() | meta_victims | json_values,
+            "NodeNameToVictims": st.none() | json_values,
+        },
+    ),
+    "bind": st.fixed_dictionaries(
+        {},
+        optional={
+            "PodName": st.text(max_size=4) | json_values,
+            "PodNamespace": st.text(max_size=4) | json_values,
+            "PodUID": st.sampled_from(["u1", "u2"]) | json_values,
+            "Node": st.sampled_from(["gpu-0", "gpu-1", "ghost"]) | json_values,
+        },
+    ),
+}
+
+
+class _LoopThread:
+    """An event loop in a thread, so hypothesis (synchronous) can drive the async test client."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_client() -> Iterator[tuple[_LoopThread, TestClient[Any, Any]]]:
+    runner = _LoopThread()
+    extender = service([node("gpu-0"), node("gpu-1", gpus=4, model="L4", gpu_memory_mib=24576)])
+
+    async def start() -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(extender)))
+        await client.start_server()
+        return client
+
+    client = runner.run(start())
+    yield runner, client
+    runner.run(client.close())
+    runner.close()
+
+
+async def _post(client: TestClient[Any, Any], verb: str, body: Any) -> tuple[int, bytes]:
+    # The standard library writes what orjson will not (integers beyond 64 bits).
+    response = await client.post(f"/{verb}", data=json.dumps(body))
+    return response.status, await response.read()
+
+
+@pytest.mark.parametrize("verb", list(bodies))
+@settings(
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+)
+@given(data=st.data())
+def test_random_bodies_never_get_a_5xx(
+    fuzz_client: tuple[_LoopThread, TestClient[Any, Any]], verb: str, data: st.DataObject
+) -> None:
+    runner, client = fuzz_client
+    body = data.draw(bodies[verb] | json_values)
+    status, payload = runner.run(_post(client, verb, body))
+    assert status in (200, 400), payload
+    if status == 400:
+        reason = orjson.loads(payload)["Error"]
+        assert reason and "\n" not in reason

@@ -1,0 +1,233 @@
+"""Reading Kubernetes objects: quantities, pod requests, node GPU labels, teams and quotas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from extender_builders import pod, request
+
+from extender import FairpackConfig, ObjectError
+from extender.objects import namespace_info, node_spec, pod_info, pod_request, quota_info
+from extender.quantity import cpu_milli, memory_mib
+from extender.wire import Node, Pod
+from scoring import ON_DEMAND, SPOT, PodClass
+
+CONFIG = FairpackConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("500m", 500, id="milli"),
+        pytest.param("2", 2000, id="cores"),
+        pytest.param("1.5", 1500, id="decimal"),
+        pytest.param("0.0001", 1, id="rounds-up"),  # 0.1 milli -> 1
+        pytest.param("1e1", 10_000, id="exponent"),
+        pytest.param(3, 3000, id="json-number"),
+        pytest.param("100u", 1, id="micro-rounds-up"),
+    ],
+)
+def test_cpu_milli(text: Any, expected: int) -> None:
+    assert cpu_milli(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("16Gi", 16384, id="gibi"),
+        pytest.param("512Mi", 512, id="mebi"),
+        pytest.param("1G", 954, id="giga"),  # 10^9 / 2^20 = 953.7 -> 954
+        pytest.param("1", 1, id="one-byte-takes-a-mib"),
+        pytest.param("128974848", 123, id="bytes"),
+        pytest.param("1.5Ki", 1, id="fraction-of-kibi"),
+    ],
+)
+def test_memory_mib(text: str, expected: int) -> None:
+    assert memory_mib(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "12x", "1.2.3", "Gi", "--1", "1e99", "-1"])
+def test_bad_quantities_are_refused(text: str) -> None:
+    with pytest.raises(ObjectError):
+        cpu_milli(text)
+
+
+def with_containers(
+    containers: list[Any], init: list[Any] | None = None, overhead: Any = None
+) -> Pod:
+    body = pod(req=request(gpus=0, cpu_milli=0, memory_mib=0))
+    body["spec"]["containers"] = containers
+    body["spec"]["initContainers"] = init
+    body["spec"]["overhead"] = overhead
+    return Pod.model_validate(body)
+
+
+def container(
+    cpu: str | None = None, gpus: str | None = None, *, sidecar: bool = False, limits: bool = False
+) -> Any:
+    amounts = {key: value for key, value in (("cpu", cpu), ("nvidia.com/gpu", gpus)) if value}
+    resources = {"limits": amounts, "requests": None} if limits else {"requests": amounts}
+    return {"name": "c", "resources": resources, "restartPolicy": "Always" if sidecar else None}
+
+
+@pytest.mark.parametrize(
+    ("pod_object", "cpu", "gpus"),
+    [
+        pytest.param(
+            with_containers([container("1", "2"), container("500m", "1")]),
+            1500,
+            3,
+            id="containers-add-up",
+        ),
+        # init 4 cores alone > 1 + 1 of the main containers.
+        pytest.param(
+            with_containers([container("1"), container("1")], [container("4")]),
+            4000,
+            0,
+            id="init-peak",
+        ),
+        # sidecar 1 core runs beside the 2 main ones; the init container after it peaks at 1 + 1.5.
+        pytest.param(
+            with_containers([container("2")], [container("1", sidecar=True), container("1500m")]),
+            3000,
+            0,
+            id="sidecar-adds",
+        ),
+        pytest.param(
+            with_containers([container("1")], overhead={"cpu": "250m"}), 1250, 0, id="overhead"
+        ),
+        pytest.param(
+            with_containers([container(gpus="2", limits=True)]), 0, 2, id="gpu-limit-is-the-request"
+        ),
+        pytest.param(with_containers([None, {"name": "bare"}]), 0, 0, id="nulls-and-no-resources"),
+    ],
+)
+def test_effective_requests_follow_kube_scheduler(pod_object: Pod, cpu: int, gpus: int) -> None:
+    req = pod_request(pod_object, CONFIG)
+    assert (req.cpu_milli, req.gpu_count) == (cpu, gpus)
+
+
+@pytest.mark.parametrize(
+    ("labels", "priority_class", "expected"),
+    [
+        pytest.param(
+            {"fairpack.io/class": "interactive"},
+            "batch-inference",
+            PodClass.INTERACTIVE,
+            id="label-wins",
+        ),
+        pytest.param({}, "inference-critical", PodClass.INTERACTIVE, id="priority-class"),
+        pytest.param({}, "batch-inference", PodClass.BATCH, id="batch-priority-class"),
+        pytest.param({}, None, PodClass.BATCH, id="default"),
+        pytest.param(
+            {"fairpack.io/class": "bogus"},
+            "inference-critical",
+            PodClass.INTERACTIVE,
+            id="bad-label-ignored",
+        ),
+    ],
+)
+def test_pod_class(labels: dict[str, str], priority_class: str | None, expected: PodClass) -> None:
+    body = pod(req=request(), priority_class=priority_class or "other", labels=labels)
+    if priority_class is None:
+        body["spec"]["priorityClassName"] = None
+    assert pod_request(Pod.model_validate(body), CONFIG).pod_class == expected
+
+
+def test_gpu_constraints_from_annotations_and_node_selector() -> None:
+    body = pod(
+        req=request(gpus=2),
+        annotations={"fairpack.io/gpu-memory": "40Gi", "fairpack.io/gpu-models": "A100, H100"},
+    )
+    body["spec"]["nodeSelector"] = {"nvidia.com/gpu.product": "H200"}
+    req = pod_request(Pod.model_validate(body), CONFIG)
+    assert req.min_gpu_memory_mib == 40 * 1024
+    assert req.allowed_models == {"A100", "H100", "H200"}
+
+
+def test_a_gpu_share_is_one_gpu() -> None:
+    body = pod(req=request(gpus=1, milli=250))
+    req = pod_request(Pod.model_validate(body), CONFIG)
+    assert (req.gpu_count, req.milli_per_gpu, req.is_sharing) == (1, 250, True)
+
+
+def test_pod_info_reads_identity_node_and_phase() -> None:
+    body = pod("p", request(gpus=1), namespace="ns", uid="u-1", node_name="n-1", phase="Succeeded")
+    info = pod_info(Pod.model_validate(body), CONFIG)
+    assert (info.uid, info.key, info.node, info.terminal) == ("u-1", "ns/p", "n-1", True)
+
+
+def kube_node(labels: dict[str, str], gpus: str = "8") -> Node:
+    return Node.model_validate(
+        {
+            "metadata": {"name": "n", "labels": labels, "managedFields": [{}]},
+            "status": {
+                "capacity": {"cpu": "96", "memory": "1Ti", "nvidia.com/gpu": gpus},
+                "allocatable": {"cpu": "95500m", "memory": "1000Gi", "nvidia.com/gpu": gpus},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "model", "memory", "capacity"),
+    [
+        pytest.param(
+            {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920"},
+            "NVIDIA-A100-SXM4-80GB",
+            81920,
+            ON_DEMAND,
+            id="gpu-feature-discovery",
+        ),
+        pytest.param(
+            {"accelerator": "h100", "gpu-memory": "80Gi", "karpenter.sh/capacity-type": "spot"},
+            "h100",
+            81920,
+            SPOT,
+            id="platform-labels",
+        ),
+        pytest.param(
+            {"accelerator": "l4", "cloud.google.com/gke-spot": "true"}, "l4", 0, SPOT, id="gke-spot"
+        ),
+        pytest.param(
+            {"eks.amazonaws.com/capacityType": "ON_DEMAND"}, "", 0, ON_DEMAND, id="eks-on-demand"
+        ),
+    ],
+)
+def test_node_spec_from_labels(
+    labels: dict[str, str], model: str, memory: int, capacity: int
+) -> None:
+    spec = node_spec(kube_node(labels), CONFIG)
+    assert (spec.gpu_model, spec.gpu_memory_mib, spec.capacity_type) == (model, memory, capacity)
+    assert (spec.cpu_milli, spec.memory_mib, spec.gpu_count) == (95_500, 1_024_000, 8)
+
+
+def test_label_keys_are_configurable() -> None:
+    config = FairpackConfig.model_validate(
+        {"nodes": {"gpu_model": ["example.com/gpu"]}, "resources": {"gpu": "example.com/gpu"}}
+    )
+    node = Node.model_validate(
+        {
+            "metadata": {"name": "n", "labels": {"example.com/gpu": "X1"}},
+            "status": {"allocatable": {"example.com/gpu": "4"}},
+        }
+    )
+    spec = node_spec(node, config)
+    assert (spec.gpu_model, spec.gpu_count) == ("X1", 4)
+
+
+def test_team_and_quota() -> None:
+    assert (
+        namespace_info({"metadata": {"name": "ns", "labels": {"team": "vision"}}}, CONFIG).team
+        == "vision"
+    )
+    assert namespace_info({"metadata": {"name": "ns"}}, CONFIG).team == "ns"
+    quota = {
+        "metadata": {"namespace": "ns", "name": "q"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "16"}},
+    }
+    assert quota_info(quota, CONFIG).gpus == 16
+    assert (
+        quota_info({"metadata": {"namespace": "ns", "name": "q"}, "spec": {}}, CONFIG).gpus is None
+    )

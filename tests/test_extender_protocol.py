@@ -1,0 +1,421 @@
+"""Every extender verb, with bodies shaped exactly like kube-scheduler's, and responses
+shaped the way its Go client decodes them (k8s.io/kube-scheduler/extender/v1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from extender_builders import (
+    RecordingBinder,
+    bind_body,
+    filter_body,
+    node,
+    node_list_body,
+    nodes,
+    pod,
+    preempt_body,
+    request,
+    serve,
+    service,
+)
+
+from extender.wire import (
+    ExtenderBindingResult,
+    ExtenderFilterResult,
+    ExtenderPreemptionResult,
+    HostPriority,
+)
+from scoring import PodClass
+
+FILTER_KEYS = {"Nodes", "NodeNames", "FailedNodes", "FailedAndUnresolvableNodes", "Error"}
+
+
+async def post(client: Any, verb: str, body: Any) -> tuple[int, Any]:
+    response = await client.post(f"/{verb}", data=orjson.dumps(body))
+    return response.status, orjson.loads(await response.read())
+
+
+def cluster() -> list[Any]:
+    # 2 A100 nodes (8 x 80 GiB), 2 L4 nodes (4 x 24 GiB), 1 CPU-only node.
+    return [
+        node("a100-0"),
+        node("a100-1"),
+        node("l4-0", gpus=4, model="L4", gpu_memory_mib=24576),
+        node("l4-1", gpus=4, model="L4", gpu_memory_mib=24576),
+        node("cpu-0", gpus=0),
+    ]
+
+
+NAMES = ["a100-0", "a100-1", "l4-0", "l4-1", "cpu-0"]
+
+
+async def test_filter_answers_every_key_of_the_go_struct() -> None:
+    async with serve(service(cluster())) as client:
+        status, body = await post(client, "filter", filter_body(pod(req=request(gpus=2)), NAMES))
+    assert status == 200
+    assert set(body) == FILTER_KEYS
+    ExtenderFilterResult.model_validate(body)
+    assert body["Nodes"] is None
+    assert body["Error"] == ""
+    assert body["NodeNames"] == ["a100-0", "a100-1", "l4-0", "l4-1"]
+    assert body["FailedAndUnresolvableNodes"] == {"cpu-0": "node(s) have fewer than 2 GPUs"}
+    assert body["FailedNodes"] == {}
+
+
+@pytest.mark.parametrize(
+    ("req", "resolvable", "unresolvable"),
+    [
+        pytest.param(
+            request(gpus=4, min_gpu_memory_mib=40 * 1024),
+            {},
+            # L4 has 24 GiB per GPU: no eviction helps.
+            {"l4-0", "l4-1", "cpu-0"},
+            id="gpu-memory-is-unresolvable",
+        ),
+        pytest.param(
+            request(gpus=8),
+            {"a100-0": "node(s) lack 8 free GPUs"},
+            {"l4-0", "l4-1", "cpu-0"},
+            id="busy-node-is-resolvable",
+        ),
+        pytest.param(
+            request(gpus=1, models=["L4"]),
+            {},
+            {"a100-0", "a100-1", "cpu-0"},
+            id="wrong-model",
+        ),
+    ],
+)
+async def test_filter_reasons_split_resolvable_from_unresolvable(
+    req: Any, resolvable: dict[str, str], unresolvable: set[str]
+) -> None:
+    extender = service(cluster())
+    async with serve(extender) as client:
+        # a100-0 already runs a 1-GPU pod: 7 of 8 free.
+        first = pod("warm", request(gpus=1))
+        await post(client, "filter", filter_body(first, ["a100-0"]))
+        assert (await post(client, "bind", bind_body(first, "a100-0")))[1] == {"Error": ""}
+        status, body = await post(client, "filter", filter_body(pod(req=req), NAMES))
+    assert status == 200
+    assert body["FailedNodes"] == resolvable
+    assert set(body["FailedAndUnresolvableNodes"]) == unresolvable
+
+
+async def test_filter_reason_reads_like_a_failed_scheduling_event() -> None:
+    specs = nodes(40)
+    extender = service(specs)
+    async with serve(extender) as client:
+        # 32 of the 40 nodes have only 3 GPUs free.
+        for i in range(32):
+            busy = pod(f"busy-{i}", request(gpus=5))
+            await post(client, "filter", filter_body(busy, [f"gpu-{i}"]))
+            await post(client, "bind", bind_body(busy, f"gpu-{i}"))
+        wanted = request(gpus=4, min_gpu_memory_mib=40 * 1024)
+        _, body = await post(
+            client, "filter", filter_body(pod(req=wanted), [s.name for s in specs])
+        )
+    reasons = list(body["FailedNodes"].values())
+    assert len(reasons) == 32
+    assert set(reasons) == {"node(s) lack 4 free GPUs with >= 40 GiB memory"}
+
+
+async def test_filter_with_a_full_node_list_answers_with_nodes() -> None:
+    """``nodeCacheCapable: false``: the NodeList comes in, the passing Node objects go back."""
+    specs = cluster()
+    async with serve(service(specs)) as client:
+        status, body = await post(client, "filter", node_list_body(pod(req=request(gpus=8)), specs))
+    assert status == 200
+    assert body["NodeNames"] is None
+    names = [item["metadata"]["name"] for item in body["Nodes"]["items"]]
+    assert names == ["a100-0", "a100-1"]
+    # The objects are returned whole: kube-scheduler uses them as they come back.
+    assert body["Nodes"]["items"][0]["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+
+
+async def test_prioritize_returns_a_bare_list_of_request_hosts_best_strictly_on_top() -> None:
+    async with serve(service(cluster())) as client:
+        names = ["a100-0", "l4-0", "a100-1"]
+        status, body = await post(
+            client, "prioritize", filter_body(pod(req=request(gpus=4)), names)
+        )
+    assert status == 200
+    assert isinstance(body, list)
+    priorities = [HostPriority.model_validate(item) for item in body]
+    assert [p.host for p in priorities] == names
+    assert all(set(item) == {"Host", "Score"} for item in body)
+    assert all(0 <= p.score <= 10 for p in priorities)
+    # A 4-GPU pod fills an L4 node exactly: best fit, smallest sufficient memory.
+    by_host = {p.host: p.score for p in priorities}
+    assert by_host["l4-0"] == 10
+    assert by_host["a100-0"] < 10 and by_host["a100-1"] < 10
+
+
+async def test_prioritize_scores_unknown_nodes_neutrally_and_counts_them() -> None:
+    extender = service(cluster())
+    async with serve(extender) as client:
+        names = ["a100-0", "ghost-1", "l4-0"]
+        status, body = await post(
+            client, "prioritize", filter_body(pod(req=request(gpus=4)), names)
+        )
+        metrics = await (await client.get("/metrics")).text()
+    assert status == 200
+    assert [item["Host"] for item in body] == names
+    assert {item["Host"]: item["Score"] for item in body}["ghost-1"] == 5
+    assert 'fairpack_unknown_nodes_total{verb="prioritize"} 1.0' in metrics
+
+
+async def test_filter_fails_unknown_nodes_for_gpu_pods_as_retryable() -> None:
+    async with serve(service(cluster())) as client:
+        _, body = await post(
+            client, "filter", filter_body(pod(req=request(gpus=1)), ["a100-0", "ghost"])
+        )
+    assert body["NodeNames"] == ["a100-0"]
+    assert body["FailedNodes"] == {"ghost": "node(s) not yet in fairpack's view"}
+
+
+async def test_bind_posts_the_binding_and_takes_the_gpus_at_once() -> None:
+    binder = RecordingBinder()
+    extender = service(cluster(), binder=binder)
+    async with serve(extender) as client:
+        big = pod("big", request(gpus=8))
+        await post(client, "filter", filter_body(big, NAMES))
+        status, body = await post(client, "bind", bind_body(big, "a100-0"))
+        assert status == 200
+        ExtenderBindingResult.model_validate(body)
+        assert body == {"Error": ""}
+        # The very next filter already sees a100-0 full, before any watch event.
+        _, after = await post(
+            client, "filter", filter_body(pod("next", request(gpus=1)), ["a100-0", "a100-1"])
+        )
+    assert binder.bound == [("team-a", "big", big["metadata"]["uid"], "a100-0")]
+    assert after["NodeNames"] == ["a100-1"]
+    assert after["FailedNodes"] == {"a100-0": "node(s) lack 1 free GPU"}
+
+
+async def test_failed_binding_reports_the_error_and_releases_the_gpus() -> None:
+    binder = RecordingBinder(refuse={"big"})
+    extender = service(cluster(), binder=binder)
+    async with serve(extender) as client:
+        big = pod("big", request(gpus=8))
+        await post(client, "filter", filter_body(big, NAMES))
+        status, body = await post(client, "bind", bind_body(big, "a100-0"))
+        _, after = await post(
+            client, "filter", filter_body(pod("next", request(gpus=8)), ["a100-0"])
+        )
+    assert status == 200
+    assert "binding refused" in body["Error"]
+    assert after["NodeNames"] == ["a100-0"]
+
+
+async def test_bind_refuses_a_node_that_no_longer_fits() -> None:
+    async with serve(service(cluster())) as client:
+        first, second = pod("first", request(gpus=8)), pod("second", request(gpus=8))
+        for p in (first, second):
+            await post(client, "filter", filter_body(p, ["a100-0"]))
+        await post(client, "bind", bind_body(first, "a100-0"))
+        status, body = await post(client, "bind", bind_body(second, "a100-0"))
+    assert status == 200
+    assert body["Error"].startswith("node a100-0 no longer fits pod team-a/second")
+
+
+def preempt_setup() -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """a100-0 runs a batch pod, a100-1 an interactive one; both are proposed as victims."""
+    extender = service(cluster())
+    batch_victim = pod(
+        "batch-victim", request(gpus=8, priority=10), node_name="a100-0", phase="Running"
+    )
+    interactive_victim = pod(
+        "chat-victim",
+        request(gpus=8, pod_class=PodClass.INTERACTIVE, priority=10),
+        node_name="a100-1",
+        phase="Running",
+    )
+    from extender import Upserted
+    from extender.objects import pod_info
+    from extender.wire import Pod
+
+    for victim in (batch_victim, interactive_victim):
+        info = pod_info(Pod.model_validate(victim), extender.config.current)
+        extender.view.apply(Upserted("pod", info))
+    return extender, batch_victim, interactive_victim
+
+
+@pytest.mark.parametrize(
+    ("preemptor_class", "accepted"),
+    [
+        pytest.param(PodClass.BATCH, {"a100-0"}, id="batch-never-evicts-interactive"),
+        pytest.param(PodClass.INTERACTIVE, {"a100-0", "a100-1"}, id="interactive-may-evict-both"),
+    ],
+)
+async def test_preempt_keeps_only_nodes_whose_victims_fairpack_agrees_to(
+    preemptor_class: PodClass, accepted: set[str]
+) -> None:
+    extender, batch_victim, interactive_victim = preempt_setup()
+    preemptor = pod("urgent", request(gpus=8, pod_class=preemptor_class, priority=1000))
+    body = preempt_body(
+        preemptor,
+        {
+            "a100-0": [batch_victim["metadata"]["uid"]],
+            "a100-1": [interactive_victim["metadata"]["uid"]],
+        },
+        pdb=1,
+    )
+    async with serve(extender) as client:
+        status, answer = await post(client, "preempt", body)
+    assert status == 200
+    result = ExtenderPreemptionResult.model_validate(answer)
+    assert result.node_name_to_meta_victims is not None
+    assert set(result.node_name_to_meta_victims) == accepted
+    for name, victims in answer["NodeNameToMetaVictims"].items():
+        offered = body["NodeNameToMetaVictims"][name]["Pods"]
+        assert victims["Pods"] and all(v in offered for v in victims["Pods"])
+        assert victims["NumPDBViolations"] == 1
+
+
+async def test_preempt_accepts_full_victim_pods_too() -> None:
+    """Without nodeCacheCapable kube-scheduler sends NodeNameToVictims with whole pods."""
+    extender, batch_victim, _ = preempt_setup()
+    body = {
+        "Pod": pod("urgent", request(gpus=8, priority=1000)),
+        "NodeNameToVictims": {"a100-0": {"Pods": [batch_victim], "NumPDBViolations": 0}},
+        "NodeNameToMetaVictims": None,
+    }
+    async with serve(extender) as client:
+        status, answer = await post(client, "preempt", body)
+    assert status == 200
+    assert answer == {
+        "NodeNameToMetaVictims": {
+            "a100-0": {"Pods": [{"UID": batch_victim["metadata"]["uid"]}], "NumPDBViolations": 0}
+        }
+    }
+
+
+async def test_preempt_drops_a_node_where_the_eviction_would_not_make_room() -> None:
+    extender, batch_victim, _ = preempt_setup()
+    small_victim = pod("small", request(gpus=0, cpu_milli=100), node_name="a100-1", phase="Running")
+    from extender import Upserted
+    from extender.objects import pod_info
+    from extender.wire import Pod
+
+    extender.view.apply(
+        Upserted("pod", pod_info(Pod.model_validate(small_victim), extender.config.current))
+    )
+    body = preempt_body(
+        pod("urgent", request(gpus=8, pod_class=PodClass.INTERACTIVE, priority=1000)),
+        # Evicting a CPU pod from a100-1 leaves its 8 GPUs taken by the interactive pod.
+        {"a100-0": [batch_victim["metadata"]["uid"]], "a100-1": [small_victim["metadata"]["uid"]]},
+    )
+    async with serve(extender) as client:
+        _, answer = await post(client, "preempt", body)
+    assert set(answer["NodeNameToMetaVictims"]) == {"a100-0"}
+
+
+async def test_debug_state_and_explain() -> None:
+    extender = service(cluster())
+    async with serve(extender) as client:
+        p = pod("explained", request(gpus=4))
+        await post(client, "filter", filter_body(p, NAMES))
+        await post(client, "prioritize", filter_body(p, ["a100-0", "l4-0"]))
+        await post(client, "bind", bind_body(p, "l4-0"))
+        state = orjson.loads(await (await client.get("/debug/state")).read())
+        explain = await client.get("/debug/explain", params={"pod": "team-a/explained"})
+        decision = orjson.loads(await explain.read())
+        missing = await client.get("/debug/explain", params={"pod": "team-a/nobody"})
+        malformed = await client.get("/debug/explain", params={"pod": "nobody"})
+    assert state["models"]["L4"] == {"gpus": 8, "free_gpus": 4.0}
+    assert state["teams"]["team-a"]["allocated_gpus"] == {"batch": 4.0}
+    assert decision["filter"]["passed"] == 4
+    top = decision["prioritize"]["top"][0]
+    assert top["node"] == "l4-0" and top["priority"] == 10
+    assert set(top["terms"]) == set(extender.config.current.policy.weights)
+    assert decision["bind"]["node"] == "l4-0"
+    assert (missing.status, malformed.status) == (404, 400)
+
+
+async def test_health_readiness_and_metrics() -> None:
+    from extender import ClusterView, Extender, Replaced
+
+    view = ClusterView(cluster(), required_kinds=["node"])
+    extender = Extender(view)
+    async with serve(extender) as client:
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/readyz")).status == 503
+        view.apply(Replaced("node", cluster()))
+        assert (await client.get("/readyz")).status == 200
+        await post(client, "filter", filter_body(pod(req=request(gpus=2)), NAMES))
+        text = await (await client.get("/metrics")).text()
+    assert 'fairpack_requests_total{code="200",verb="filter"} 1.0' in text
+    assert "fairpack_request_duration_seconds_bucket" in text
+    assert 'fairpack_filter_rejections_total{reason="node(s) have fewer than 2 GPUs"} 1.0' in text
+
+
+async def test_view_metrics_are_collected_at_scrape_time() -> None:
+    from extender.server import inventory_extender
+
+    extender = inventory_extender(cluster())
+    async with serve(extender) as client:
+        p = pod("p", request(gpus=2))
+        await post(client, "filter", filter_body(p, NAMES))
+        await post(client, "bind", bind_body(p, "a100-0"))
+        text = await (await client.get("/metrics")).text()
+    assert 'fairpack_gpus_allocated{class="batch",team="team-a"} 2.0' in text
+    assert 'fairpack_gpus_free{model="A100"} 14.0' in text
+    assert "fairpack_gpu_seconds_total" in text
+    assert "fairpack_gpus_stranded" in text
+
+
+def busy_cluster(extender: Any) -> list[str]:
+    """Twelve nodes, some identical and some not, partly taken."""
+    from extender_builders import pod_info
+
+    from extender import Upserted
+
+    for i, (node_name, gpus, cpu) in enumerate(
+        [
+            ("a100-0", 3, 4000),
+            ("a100-1", 3, 4000),
+            ("l4-0", 1, 2000),
+            ("l4-2", 2, 500),
+            ("a100-3", 7, 100),
+        ]
+    ):
+        extender.view.apply(
+            Upserted("pod", pod_info(f"warm-{i}", node_name, request(gpus=gpus, cpu_milli=cpu)))
+        )
+    return [s.name for s in extender.view.nodes.values()]
+
+
+def twelve_nodes() -> list[Any]:
+    return [node(f"a100-{i}") for i in range(6)] + [
+        node(f"l4-{i}", gpus=4, model="L4", gpu_memory_mib=24576) for i in range(6)
+    ]
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4], ids=["1-gpu", "2-gpus", "4-gpus"])
+async def test_shortcuts_answer_exactly_what_a_plain_evaluation_answers(gpus: int) -> None:
+    """Grouping identical nodes and reusing the filter's evaluation change no answer."""
+    from extender import ClusterView, Extender
+
+    fast = service(twelve_nodes())
+    plain = Extender(ClusterView(twelve_nodes()), shortcuts=False)
+    names = busy_cluster(fast)
+    busy_cluster(plain)
+    p = pod("probe", request(gpus=gpus))
+    async with serve(fast) as fast_client, serve(plain) as plain_client:
+        _, filtered = await post(fast_client, "filter", filter_body(p, names))
+        _, plain_filtered = await post(plain_client, "filter", filter_body(p, names))
+        assert filtered == plain_filtered
+        # After its filter, the fast service reuses the evaluation; the plain one evaluates again.
+        _, fast_scores = await post(
+            fast_client, "prioritize", filter_body(p, filtered["NodeNames"])
+        )
+        _, plain_scores = await post(
+            plain_client, "prioritize", filter_body(p, filtered["NodeNames"])
+        )
+    assert fast_scores == plain_scores
+    assert max(s["Score"] for s in fast_scores) == 10
+    reused = "fairpack_prioritize_reused_total"
+    assert fast.metrics.registry.get_sample_value(reused) == 1.0
+    assert plain.metrics.registry.get_sample_value(reused) == 0.0

@@ -1,0 +1,336 @@
+"""The live view: events in, exact GPU accounting out, tested in-process through its seam."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from extender_builders import (
+    bind_body,
+    filter_body,
+    node,
+    nodes,
+    pod,
+    pod_info,
+    request,
+    serve,
+    service,
+    snapshot,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extender import ClusterView, Deleted, Replaced, Upserted
+from extender.objects import NamespaceInfo
+from extender.watch import ViewFeed
+from scoring import PodClass
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def fresh_view(specs: list[Any], infos: list[Any]) -> ClusterView:
+    """What a restart would see: one list of nodes, one list of pods."""
+    view = ClusterView()
+    view.apply(Replaced("node", specs))
+    view.apply(Replaced("pod", infos))
+    return view
+
+
+def free_gpus(view: ClusterView, name: str) -> list[int]:
+    state = view.state
+    row = state.row_of(name)
+    assert row is not None
+    return state.free_milli[row].tolist()
+
+
+def test_a_pod_seen_bound_takes_the_lowest_free_gpus() -> None:
+    view = ClusterView([node("n", gpus=4)])
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
+    view.apply(Upserted("pod", pod_info("b", "n", request(gpus=1))))
+    # a takes slots 0,1; b takes slot 2.
+    assert free_gpus(view, "n") == [0, 0, 0, 1000]
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        pytest.param([Deleted("pod", "a")], id="deleted"),
+        pytest.param(
+            [Upserted("pod", pod_info("a", "n", request(gpus=2), terminal=True))], id="succeeded"
+        ),
+        pytest.param(
+            [
+                Upserted("pod", pod_info("a", "n", request(gpus=2), terminal=True)),
+                Deleted("pod", "a"),
+                Deleted("pod", "a"),
+            ],
+            id="succeeded-then-deleted-twice",
+        ),
+    ],
+)
+def test_a_pod_that_ends_releases_its_gpus_once(ending: list[Any]) -> None:
+    view = ClusterView([node("n", gpus=4)])
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
+    view.apply(Upserted("pod", pod_info("b", "n", request(gpus=1))))
+    view.apply_all(ending)
+    # Only a's two GPUs come back: b keeps slot 2.
+    assert free_gpus(view, "n") == [1000, 1000, 0, 1000]
+    assert view.pod_count == 1
+
+
+def test_status_updates_of_a_running_pod_change_nothing() -> None:
+    view = ClusterView([node("n", gpus=4)])
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
+    before = snapshot(view)
+    for _ in range(3):
+        view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
+    assert snapshot(view) == before
+
+
+def assumed(view: ClusterView, uid: str, node_name: str, gpus: int) -> None:
+    state = view.state
+    row = state.row_of(node_name)
+    assert row is not None
+    slots = np.flatnonzero(state.free_milli[row] >= 1000)[:gpus].tolist()
+    view.assume(pod_info(uid, "", request(gpus=gpus)), node_name, slots)
+
+
+def test_the_watch_confirms_our_bind_without_counting_it_twice() -> None:
+    view = ClusterView([node("n", gpus=4)])
+    assumed(view, "a", "n", 2)
+    # An event from before the binding (still pending) must not undo the assumption.
+    view.apply(Upserted("pod", pod_info("a", "", request(gpus=2))))
+    assert free_gpus(view, "n") == [0, 0, 1000, 1000]
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
+    placement = view.lookup("a")
+    assert placement is not None and not placement.assumed
+    assert free_gpus(view, "n") == [0, 0, 1000, 1000]
+
+
+def test_a_pod_bound_elsewhere_moves() -> None:
+    view = ClusterView([node("n", gpus=4), node("m", gpus=4)])
+    assumed(view, "a", "n", 2)
+    view.apply(Upserted("pod", pod_info("a", "m", request(gpus=2))))
+    assert free_gpus(view, "n") == [1000] * 4
+    assert free_gpus(view, "m") == [0, 0, 1000, 1000]
+
+
+def test_forget_releases_a_failed_bind_but_not_a_confirmed_one() -> None:
+    view = ClusterView([node("n", gpus=4)])
+    assumed(view, "a", "n", 2)
+    view.forget("a")
+    assert free_gpus(view, "n") == [1000] * 4
+    assumed(view, "b", "n", 1)
+    view.apply(Upserted("pod", pod_info("b", "n", request(gpus=1))))
+    view.forget("b")
+    assert free_gpus(view, "n") == [0, 1000, 1000, 1000]
+
+
+def test_a_relist_drops_vanished_pods_but_keeps_binds_newer_than_the_list() -> None:
+    clock = FakeClock()
+    view = ClusterView([node("n", gpus=4)], clock=clock)
+    view.apply(Upserted("pod", pod_info("gone", "n", request(gpus=1))))
+    assumed(view, "old-bind", "n", 1)
+    clock.now_s = 2000.0
+    assumed(view, "new-bind", "n", 1)
+    view.apply(Replaced("pod", [], listed_at_s=1500.0))
+    assert view.lookup("gone") is None
+    assert view.lookup("old-bind") is None
+    assert view.lookup("new-bind") is not None
+    assert sorted(free_gpus(view, "n")) == [0, 1000, 1000, 1000]
+
+
+def test_node_changes_rebuild_the_arrays_and_re_place_pods() -> None:
+    view = ClusterView([node("n", gpus=4), node("m", gpus=8)])
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
+    view.apply(Upserted("pod", pod_info("b", "m", request(gpus=4))))
+    view.apply(Deleted("node", "m"))
+    assert view.state.names == ["n"]
+    assert view.state.max_gpus == 4
+    assert free_gpus(view, "n") == [0, 0, 1000, 1000]
+    # The node comes back (say, after a kubelet restart) with more GPUs: b is placed again.
+    view.apply(Upserted("node", node("m", gpus=16)))
+    assert free_gpus(view, "m")[:6] == [0, 0, 0, 0, 1000, 1000]
+    assert view.state.max_gpus == 16
+    assert free_gpus(view, "n")[:4] == [0, 0, 1000, 1000]
+
+
+def test_an_over_committed_node_is_accounted_up_to_its_capacity() -> None:
+    view = ClusterView([node("n", gpus=2)])
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
+    view.apply(Upserted("pod", pod_info("b", "n", request(gpus=1))))
+    assert view.conflicts == 1
+    assert free_gpus(view, "n") == [0, 0]
+    view.apply(Deleted("pod", "b"))
+    view.apply(Deleted("pod", "a"))
+    assert free_gpus(view, "n") == [1000, 1000]
+    assert snapshot(view) == snapshot(ClusterView([node("n", gpus=2)]))
+
+
+def test_teams_come_from_namespace_labels_and_follow_changes() -> None:
+    clock = FakeClock()
+    view = ClusterView([node("n", gpus=8)], clock=clock)
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2), namespace="ns-1")))
+    view.apply(
+        Upserted(
+            "pod",
+            pod_info("p", "", request(gpus=4, pod_class=PodClass.INTERACTIVE), namespace="ns-1"),
+        )
+    )
+    assert view.allocation().allocated == {("ns-1", "batch"): 2.0}
+    clock.now_s += 10
+    view.apply(Upserted("namespace", NamespaceInfo("ns-1", "vision")))
+    clock.now_s += 5
+    allocation = view.allocation()
+    assert allocation.allocated == {("vision", "batch"): 2.0}
+    assert allocation.pending == {("vision", "interactive"): 4.0}
+    # 2 GPUs for 10 s as ns-1, then 5 s as vision.
+    assert allocation.gpu_seconds == {"ns-1": 20.0, "vision": 10.0}
+    assert view.lookup("a") is not None and view.lookup("a").request.team == "vision"  # type: ignore[union-attr]
+
+
+def test_the_view_is_ready_once_every_required_kind_was_listed() -> None:
+    view = ClusterView(required_kinds=["node", "pod"])
+    view.apply(Replaced("node", []))
+    assert not view.ready
+    view.apply(Replaced("pod", []))
+    assert view.ready
+
+
+# -- the burst: filters for later pods arrive before the watch shows earlier bindings ------------
+
+
+async def test_a_burst_never_offers_a_gpu_twice_and_ends_equal_to_a_relist() -> None:
+    specs = nodes(6, gpus=8) + nodes(6, prefix="small-", gpus=4, model="L4", gpu_memory_mib=24576)
+    extender = service(specs)
+    rng = np.random.default_rng(7)
+    names = [s.name for s in specs]
+    capacity = sum(s.gpu_count for s in specs)
+    bound: list[tuple[dict[str, Any], str]] = []
+    async with serve(extender) as client:
+        for i in range(60):
+            p = pod(f"burst-{i}", request(gpus=int(rng.choice([1, 1, 2, 4, 8]))))
+            answer = orjson.loads(
+                await (
+                    await client.post("/filter", data=orjson.dumps(filter_body(p, names)))
+                ).read()
+            )
+            if not answer["NodeNames"]:
+                continue
+            scores = orjson.loads(
+                await (
+                    await client.post(
+                        "/prioritize", data=orjson.dumps(filter_body(p, answer["NodeNames"]))
+                    )
+                ).read()
+            )
+            best = max(scores, key=lambda s: s["Score"])["Host"]
+            result = orjson.loads(
+                await (await client.post("/bind", data=orjson.dumps(bind_body(p, best)))).read()
+            )
+            assert result == {"Error": ""}
+            bound.append((p, best))
+            state = extender.view.state
+            taken = sum(
+                int(p["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"])
+                for p, _ in bound
+            )
+            # Never a GPU offered twice: free milli never negative, and exactly what was bound is taken.
+            assert state.free_milli.min() >= 0
+            assert int(state.free_milli.sum()) == (capacity - taken) * 1000
+    assert len(bound) >= 15
+    view = extender.view
+    assert view.assumed_count == len(bound)
+    # The watch catches up: every pod shows up bound where we put it.
+    feed = ViewFeed(view, extender.config, extender.metrics)
+    watch = feed.sink("pod")
+    running = [
+        dict(p, spec=dict(p["spec"], nodeName=node_name), status={"phase": "Running"})
+        for p, node_name in bound
+    ]
+    for p in running:
+        watch.upserted(p)
+    assert view.assumed_count == 0
+    relisted = ClusterView()
+    relist_feed = ViewFeed(relisted, extender.config, extender.metrics)
+    relist_feed.list("node", [_node_object(s) for s in specs])
+    relist_feed.list("pod", running)
+    assert snapshot(view) == snapshot(relisted)
+    # Same slots too: the relist applies pods in bind order and takes the lowest free GPUs.
+    assert np.array_equal(view.state.free_milli, relisted.state.free_milli)
+
+
+def _node_object(spec: Any) -> dict[str, Any]:
+    from extender_builders import kube_node
+
+    return kube_node(spec)
+
+
+# -- any event sequence ends where a fresh list would ------------------------------------------
+
+NODE_NAMES = ["n0", "n1", "n2"]
+node_specs = st.builds(
+    lambda name, gpus, cpu: node(name, gpus=gpus, cpu_milli=cpu),
+    st.sampled_from(NODE_NAMES),
+    st.sampled_from([0, 2, 4, 8]),
+    st.sampled_from([16_000, 64_000]),
+)
+requests_ = st.builds(
+    lambda gpus, cpu: request(gpus=gpus, cpu_milli=cpu, memory_mib=1024),
+    st.sampled_from([0, 1, 2, 4]),
+    st.sampled_from([500, 4000]),
+)
+events = st.one_of(
+    st.builds(lambda spec: Upserted("node", spec), node_specs),
+    st.builds(lambda name: Deleted("node", name), st.sampled_from(NODE_NAMES)),
+    st.builds(
+        lambda uid, where, req: Upserted("pod", pod_info(uid, where, req)),
+        st.sampled_from(["p0", "p1", "p2", "p3", "p4"]),
+        st.sampled_from(["", *NODE_NAMES, "elsewhere"]),
+        requests_,
+    ),
+    st.builds(lambda uid: Deleted("pod", uid), st.sampled_from(["p0", "p1", "p2", "p3", "p4"])),
+    st.builds(
+        lambda uid, req: Upserted("pod", pod_info(uid, "n0", req, terminal=True)),
+        st.sampled_from(["p0", "p1"]),
+        requests_,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(node_specs, max_size=3, unique_by=lambda s: s.name), st.lists(events, max_size=25))
+def test_any_event_sequence_ends_equal_to_a_fresh_list(
+    initial: list[Any], sequence: list[Any]
+) -> None:
+    view = ClusterView(initial)
+    live_nodes = {spec.name: spec for spec in initial}
+    live_pods: dict[str, Any] = {}
+    for index, event in enumerate(sequence):
+        view.apply(event)
+        if event.kind == "node":
+            if isinstance(event, Deleted):
+                live_nodes.pop(event.key, None)
+            else:
+                live_nodes[event.record.name] = event.record
+        elif isinstance(event, Deleted) or event.record.terminal:
+            live_pods.pop(getattr(event, "key", None) or event.record.uid, None)
+        else:
+            live_pods[event.record.uid] = event.record
+        if index % 3 == 0:
+            view.state  # noqa: B018 - reading the state sometimes rebuilds mid-sequence
+    # Over-committed nodes are clamped in arrival order; a fresh list may clamp others.
+    if view.conflicts:
+        return
+    fresh = fresh_view(list(live_nodes.values()), list(live_pods.values()))
+    assert fresh.conflicts == 0
+    assert snapshot(view) == snapshot(fresh)
+    assert view.allocation().allocated == fresh.allocation().allocated

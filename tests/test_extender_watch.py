@@ -1,0 +1,161 @@
+"""Reflectors over an in-memory source: list, watch, resume, relist on 410, back off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from extender_builders import kube_node, node, pod, request
+
+from extender import ClusterView, LiveConfig, Metrics
+from extender.view import KINDS
+from extender.watch import Page, Reflector, SourceError, ViewFeed
+
+
+class FakeSource:
+    """Scripted answers: each list call pops a page list, each watch call pops an event list.
+
+    A watch script entry that is an exception is raised when that watch starts.
+    """
+
+    def __init__(self, lists: list[list[Page]], watches: list[Any]) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.calls: list[tuple[str, str | None]] = []
+        self.done = asyncio.Event()
+
+    async def list(self, resource: str, continue_token: str | None) -> Page:
+        self.calls.append(("list", continue_token))
+        pages = self.lists[0]
+        page = pages.pop(0)
+        if not pages:
+            self.lists.pop(0)
+        return page
+
+    async def watch(self, resource: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(("watch", resource_version))
+        if not self.watches:
+            self.done.set()
+            await asyncio.Event().wait()
+        script = self.watches.pop(0)
+        if isinstance(script, Exception):
+            raise script
+        for event in script:
+            yield event
+
+
+def event(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, "object": obj}
+
+
+def with_version(obj: dict[str, Any], version: str) -> dict[str, Any]:
+    obj["metadata"]["resourceVersion"] = version
+    return obj
+
+
+async def run_until_done(reflector: Reflector, source: FakeSource) -> None:
+    task = asyncio.create_task(reflector.run())
+    await asyncio.wait_for(source.done.wait(), timeout=10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def feed() -> tuple[ClusterView, ViewFeed, Metrics]:
+    view = ClusterView(required_kinds=KINDS)
+    metrics = Metrics()
+    return view, ViewFeed(view, LiveConfig(), metrics), metrics
+
+
+async def test_lists_in_pages_then_watches_from_the_list_version() -> None:
+    view, sink, _ = feed()
+    n0, n1 = kube_node(node("n0")), kube_node(node("n1"))
+    source = FakeSource(
+        lists=[[Page([n0], "10", "token-1"), Page([n1], "11", None)]],
+        watches=[[event("ADDED", with_version(kube_node(node("n2")), "12"))]],
+    )
+    reflector = Reflector(source, "node", sink.sink("node"), Metrics(), clock=view.clock)
+    await run_until_done(reflector, source)
+    assert source.calls == [("list", None), ("list", "token-1"), ("watch", "11"), ("watch", "12")]
+    assert view.state.names == ["n0", "n1", "n2"]
+    assert reflector.synced.is_set()
+
+
+async def test_a_410_relists_and_an_error_backs_off_then_resumes() -> None:
+    view, sink, metrics = feed()
+    n0, n1 = kube_node(node("n0")), kube_node(node("n1"))
+    resized = with_version(kube_node(node("n1", gpus=4)), "21")
+    source = FakeSource(
+        lists=[[Page([n0], "5", None)], [Page([n0, n1], "20", None)]],
+        watches=[
+            [event("ADDED", with_version(kube_node(node("n1")), "6"))],
+            [
+                event(
+                    "ERROR", {"kind": "Status", "code": 410, "message": "too old resource version"}
+                )
+            ],
+            SourceError("connection reset"),
+            [event("MODIFIED", resized)],
+        ],
+    )
+    reflector = Reflector(
+        source, "node", sink.sink("node"), metrics, clock=view.clock, backoff_initial_s=0.01
+    )
+    await run_until_done(reflector, source)
+    assert source.calls == [
+        ("list", None),
+        ("watch", "5"),
+        ("watch", "6"),  # the first watch ended: resume from the last version seen
+        ("list", None),  # 410 Gone: list again
+        ("watch", "20"),
+        ("watch", "20"),  # after the error and its backoff, from the same version
+        ("watch", "21"),
+    ]
+    assert view.nodes["n1"].gpu_count == 4
+    restarts = {
+        reason: metrics.registry.get_sample_value(
+            "fairpack_watch_restarts_total", {"resource": "node", "reason": reason}
+        )
+        for reason in ("relist", "error")
+    }
+    assert restarts == {"relist": 1.0, "error": 1.0}
+
+
+async def test_pod_watch_events_reach_the_view_and_deletes_release() -> None:
+    view, sink, _ = feed()
+    sink.list("node", [kube_node(node("n0", gpus=4))])
+    sink.list("pod", [])
+    pods = sink.sink("pod")
+    running = pod("p", request(gpus=2), uid="u-1", node_name="n0", phase="Running")
+    pods.upserted(running)
+    assert view.state.free_milli[0].tolist() == [0, 0, 1000, 1000]
+    pods.deleted(running)
+    pods.deleted(running)
+    assert view.state.free_milli[0].tolist() == [1000] * 4
+
+
+async def test_unreadable_objects_are_skipped_and_counted() -> None:
+    view, sink, metrics = feed()
+    sink.list("node", [kube_node(node("n0"))])
+    broken = pod("broken", request(gpus=1), uid="u-2", node_name="n0")
+    broken["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "lots"
+    sink.sink("pod").upserted(broken)
+    assert view.pod_count == 0
+    assert (
+        metrics.registry.get_sample_value("fairpack_object_errors_total", {"resource": "pod"})
+        == 1.0
+    )
+
+
+async def test_the_policy_configmap_is_reloaded_and_a_bad_one_refused() -> None:
+    _, sink, _ = feed()
+    config = sink.sink("configmap")
+    good = {
+        "metadata": {"name": "fairpack-config"},
+        "data": {"config.yaml": "policy:\n  weights:\n    best_fit: 5\n"},
+    }
+    config.replaced([good], 0.0)
+    assert sink.config.current.policy.weights == {"best_fit": 5.0}
+    config.upserted({"metadata": {}, "data": {"config.yaml": "policy: {weights: {x: 1}}"}})
+    config.deleted(good)
+    assert sink.config.current.policy.weights == {"best_fit": 5.0}
