@@ -17,8 +17,8 @@ PUBLISHED_NAMES = {
 }
 
 
-def load_reference(path: str | Path, workload: str) -> dict[str, list[float]]:
-    """Unallocated GPU % at arrived = 100% per policy (our names), one value per seed.
+def load_reference(path: str | Path, workload: str) -> dict[str, dict[int, float]]:
+    """Unallocated GPU % at arrived = 100% per policy (our names) and seed.
 
     ``workload`` is the pod list's stem (``openb_pod_list_default``); a workload the
     file does not cover gives an empty dict.
@@ -26,7 +26,7 @@ def load_reference(path: str | Path, workload: str) -> dict[str, list[float]]:
     path = Path(path)
     if not path.is_file():
         raise TraceError(f"{path}: no such reference file")
-    published: dict[str, list[float]] = {}
+    published: dict[str, dict[int, float]] = {}
     with path.open() as handle:
         for line_no, row in enumerate(csv.DictReader(handle), start=2):
             if row.get("workload") != workload:
@@ -35,7 +35,8 @@ def load_reference(path: str | Path, workload: str) -> dict[str, list[float]]:
             if name is None:
                 continue
             try:
-                published.setdefault(name, []).append(round(100.0 - float(row["100"]), 2))
+                seed, allocated = int(row["seed"]), float(row["100"])
             except (KeyError, ValueError):
-                raise TraceError(f"{path}:{line_no}: no number in column 100") from None
+                raise TraceError(f"{path}:{line_no}: no seed or no number in column 100") from None
+            published.setdefault(name, {})[seed] = round(100.0 - allocated, 2)
     return published

@@ -87,6 +87,7 @@ class Outcome:
 
     evaluation: Evaluation
     group: IntArray
+    rows: IntArray
 
     @property
     def mask(self) -> BoolArray:
@@ -97,11 +98,25 @@ class Outcome:
         return self.evaluation.feasibility.failed_check[self.group]
 
     def priorities(self) -> IntArray:
-        """0..10 per requested row: infeasible rows 0, the best strictly on top."""
-        feasible = self.evaluation.feasibility.mask
-        by_representative = np.zeros(len(feasible), dtype=np.int64)
-        by_representative[feasible] = extender_priorities(self.evaluation.score)
-        return by_representative[self.group]
+        """0..10 per requested row: infeasible rows 0, the best alone on top.
+
+        Members of a group share their representative's score; the stable node
+        order picks the winner among every near-best member, as
+        ``Evaluation.best`` does over the representatives in the simulator.
+        """
+        evaluation = self.evaluation
+        by_representative = np.zeros(len(evaluation.feasibility.mask))
+        by_representative[evaluation.feasibility.mask] = evaluation.score
+        feasible = np.flatnonzero(self.mask)
+        priorities = np.zeros(len(self.group), dtype=np.int64)
+        if len(feasible) == 0:
+            return priorities
+        score = by_representative[self.group[feasible]]
+        near = np.flatnonzero(score >= score.max() - evaluation.tie_tolerance - 1e-12)
+        tie_break = evaluation.state.tie_break[self.rows[feasible[near]]]
+        best = int(near[np.argmin(tie_break)])
+        priorities[feasible] = extender_priorities(score, best)
+        return priorities
 
 
 @dataclass(frozen=True)
@@ -273,7 +288,7 @@ class Extender:
         if grouping and self._group_share > _GROUPING_PAYS_BELOW:
             grouping = self._decisions % _REGROUP_CHECK_EVERY == 0
         if not grouping:
-            return Outcome(self._evaluate(state, request, rows), np.arange(len(rows)))
+            return Outcome(self._evaluate(state, request, rows), np.arange(len(rows)), rows)
         groups = self._groups
         if len(groups.group) and int(groups.group.max()) > _REGROUP_AFTER * max(state.n_nodes, 1):
             # The group ids of states long gone pile up; start afresh now and then.
@@ -288,7 +303,9 @@ class Extender:
         present[group_of_row] = True
         dense = np.cumsum(present) - 1
         self._group_share = float(dense[-1] + 1) / len(rows)
-        return Outcome(self._evaluate(state, request, rows[member[present]]), dense[group_of_row])
+        return Outcome(
+            self._evaluate(state, request, rows[member[present]]), dense[group_of_row], rows
+        )
 
     # -- filter ----------------------------------------------------------------------------------
 
@@ -406,7 +423,7 @@ class Extender:
         """The best nodes (one per group of identical nodes) with every score term."""
         evaluation = outcome.evaluation
         score = evaluation.score
-        priorities = extender_priorities(score)
+        priorities = evaluation.priorities()
         count = min(EXPLAIN_TOP_NODES, len(score))
         top = np.argpartition(-score, count - 1)[:count] if count < len(score) else np.arange(count)
         top = top[np.argsort(-score[top], kind="stable")]
@@ -418,7 +435,7 @@ class Extender:
                     "node": state.names[int(evaluation.rows[i])],
                     "score": round(float(score[i]), 6),
                     "priority": int(priorities[i]),
-                    "gpus": evaluation.gpus[i].tolist(),
+                    "gpus": list(evaluation.gpus_of(i)),
                     "terms": {name: round(float(v[i]), 6) for name, v in evaluation.terms.items()},
                 }
                 for i in top.tolist()
@@ -527,7 +544,7 @@ class Extender:
                 reasons = evaluation.feasibility.reason_counts()
                 self.metrics.binds.labels("conflict").inc()
                 return {"Error": f"node {node} no longer fits pod {key.key}: {next(iter(reasons))}"}
-            gpus = evaluation.gpus[0].tolist()
+            gpus = list(evaluation.gpus_of(0))
             self.view.assume(
                 PodInfo(key.uid, key.namespace, key.name, "", request, started_s=time.time()),
                 node,

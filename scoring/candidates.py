@@ -11,10 +11,12 @@ from scoring.state import ClusterState, IntArray
 
 @dataclass(frozen=True)
 class Candidates:
-    """Feasible rows and the GPU slots the request would take on each.
+    """Feasible rows and, for a GPU-sharing request, the GPU it would share on each.
 
     rows : ndarray of shape (n_candidates,)
-    gpus : ndarray of shape (n_candidates, request.gpu_count)
+    shared_gpu : ndarray of shape (n_candidates,), the slot a sharing request
+        takes (the tightest that fits); empty for other requests, which take
+        fully free GPUs, all alike to every score term
     fragments : aggregates over the recently seen pod shapes, or None when the
         caller has no shape mix yet (the fragmentation term is then neutral).
     """
@@ -22,7 +24,7 @@ class Candidates:
     state: ClusterState
     request: PodRequest
     rows: IntArray
-    gpus: IntArray
+    shared_gpu: IntArray
     fragments: FragmentAggregates | None = None
 
     def __len__(self) -> int:

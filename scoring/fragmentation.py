@@ -60,7 +60,7 @@ class ShapeTable:
         return cls(
             cpu_milli=np.array([row[0] for row in rows], dtype=np.int64),
             milli_per_gpu=np.array([row[1] for row in rows], dtype=np.int64),
-            gpu_count=np.array([row[2] for row in rows], dtype=np.int64),
+            gpu_count=np.array([row[2] for row in rows], dtype=np.int32),
             allowed_models=tuple(row[3] for row in rows),
             weight=np.asarray(weights, dtype=np.float64) / total,
         )
@@ -145,18 +145,20 @@ class FragmentAggregates:
         # Per free-milli value v and shape s: whether v >= the shape's milli, and
         # what v adds to the free milli below it.  A hypothetical change of one
         # GPU is then two row lookups instead of comparisons per candidate.
-        values = np.arange(MILLI_PER_GPU + 1)[:, None]
+        values = np.arange(MILLI_PER_GPU + 1, dtype=np.int32)[:, None]
         at_least = values >= self.shapes.milli_per_gpu[None, :]
-        self._at_least_table = at_least.astype(np.int64)
-        self._below_table = np.where(at_least, 0, values)
+        self._at_least_table = at_least.astype(np.int32)
+        self._below_table = np.where(at_least, 0, values).astype(np.int32)
 
     def refresh(self, state: ClusterState) -> None:
         if self._state_uid != state.uid or len(self._versions) != state.n_nodes:
             self._state_uid = state.uid
             self.gpu_shape_ok = self.shapes.model_ok(state) & (self.shapes.milli_per_gpu > 0)
-            self.count_at_least = np.zeros((state.n_nodes, self.shapes.n_shapes), np.int64)
+            # int32 (GPU milli per node fits easily): the per-candidate arrays are
+            # (candidates x shapes), and halving their width halves the hot path.
+            self.count_at_least = np.zeros((state.n_nodes, self.shapes.n_shapes), np.int32)
             self.sum_below = np.zeros_like(self.count_at_least)
-            self.total_free = np.zeros(state.n_nodes, np.int64)
+            self.total_free = np.zeros(state.n_nodes, np.int32)
             self.fragment = np.zeros(state.n_nodes)
             self._versions = np.full(state.n_nodes, -1, dtype=np.int64)
         stale = np.flatnonzero(self._versions != state.row_version)
@@ -204,7 +206,8 @@ class FragmentAggregates:
             below = below + gpus_changed * (
                 self._below_table[free_after] - self._below_table[free_before]
             )
-            total = total - gpus_changed * (np.asarray(free_before) - np.asarray(free_after))
+            taken = gpus_changed * (np.asarray(free_before) - np.asarray(free_after))
+            total = total - np.asarray(taken, dtype=np.int32)
         return _fragment(
             self.shapes,
             self.gpu_shape_ok[rows],

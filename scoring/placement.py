@@ -16,7 +16,7 @@ import numpy as np
 from scoring.candidates import Candidates
 from scoring.feasibility import Feasibility, check_feasibility
 from scoring.fragmentation import FloatArray, FragmentAggregates
-from scoring.gpus import choose_gpus
+from scoring.gpus import choose_gpus, tightest_gpu
 from scoring.policy import PolicyConfig
 from scoring.request import PodRequest
 from scoring.state import ClusterState, IntArray
@@ -31,29 +31,43 @@ class Evaluation:
 
     feasibility : every candidate row with its first failed check
     rows : ndarray of shape (n_feasible,), the feasible rows in input order
-    gpus : ndarray of shape (n_feasible, gpu_count), the slots the pod would take
     score : ndarray of shape (n_feasible,), weighted mean of the terms, in [0, 1]
     terms : each term's values over ``rows``
+    tie_tolerance : scores within this of the best are ties (see ``PolicyConfig``)
     """
 
+    state: ClusterState
+    request: PodRequest
     feasibility: Feasibility
     rows: IntArray
-    gpus: IntArray
     score: FloatArray
     terms: dict[str, FloatArray]
+    tie_tolerance: float = 0.0
 
-    def best(self, rank: IntArray | None = None) -> int | None:
+    def best(self, tie_break: IntArray | None = None) -> int | None:
         """Index into ``rows`` of the best node, or None when nothing fits.
 
-        Ties go to the lowest ``rank[row]`` (a fixed node order), else to the
-        first candidate.
+        Nodes within ``tie_tolerance`` of the highest score are equally good; the
+        lowest ``tie_break[row]`` among them wins (the state's stable node order
+        by default).
         """
         if len(self.rows) == 0:
             return None
-        top = np.flatnonzero(self.score >= self.score.max() - 1e-12)
-        if rank is None or len(top) == 1:
+        order = self.state.tie_break if tie_break is None else tie_break
+        top = np.flatnonzero(self.score >= self.score.max() - self.tie_tolerance - 1e-12)
+        if len(top) == 1:
             return int(top[0])
-        return int(top[np.argmin(rank[self.rows[top]])])
+        return int(top[np.argmin(order[self.rows[top]])])
+
+    def gpus_of(self, index: int) -> tuple[int, ...]:
+        """The GPU slots the pod takes on ``rows[index]``."""
+        row = int(self.rows[index])
+        slots = choose_gpus(self.state.free_milli[row : row + 1], self.request)[0]
+        return tuple(int(slot) for slot in slots)
+
+    def priorities(self, tie_break: IntArray | None = None) -> IntArray:
+        """The extender's 0..10 for every feasible row: the best node alone gets 10."""
+        return extender_priorities(self.score, self.best(tie_break))
 
 
 def evaluate(
@@ -66,8 +80,12 @@ def evaluate(
     """Feasibility and scores of ``request`` on the nodes ``rows`` of ``state``."""
     feasibility = check_feasibility(state, request, rows)
     feasible = feasibility.feasible_rows
-    gpus = choose_gpus(state.free_milli[feasible], request)
-    candidates = Candidates(state, request, feasible, gpus, fragments)
+    shared_gpu = (
+        tightest_gpu(state.free_milli[feasible], request.milli_per_gpu)
+        if request.is_sharing
+        else np.zeros(0, dtype=np.int64)
+    )
+    candidates = Candidates(state, request, feasible, shared_gpu, fragments)
     weights = {name: w for name, w in policy.weights.items() if w > 0}
     terms = {name: TERMS[name](candidates) for name in weights}
     total_weight = sum(weights.values())
@@ -75,22 +93,30 @@ def evaluate(
     for name, weight in weights.items():
         score += weight * terms[name]
     score /= total_weight
-    return Evaluation(feasibility, feasible, gpus, score, terms)
+    return Evaluation(
+        state, request, feasibility, feasible, score, terms, policy.tie_tolerance / total_weight
+    )
 
 
-def extender_priorities(score: FloatArray) -> IntArray:
-    """Map scores in [0, 1] to the extender's integers 0..10, best node(s) strictly on top.
+def extender_priorities(score: FloatArray, best: int | None = None) -> IntArray:
+    """Map scores in [0, 1] to the extender's integers 0..10, the best strictly on top.
 
-    The best score(s) get 10; the rest are spread over 0..9 by their distance from
-    the worst (the worst gets 0), so rounding never lifts a runner-up level with
-    the winner.
+    ``best`` (an index into ``score``) alone gets 10; without it, every node at
+    the highest score does.  The rest are spread over 0..9 by their distance
+    from the worst (the worst gets 0), so rounding never lifts a runner-up level
+    with the winner.
     """
     if len(score) == 0:
         return np.zeros(0, dtype=np.int64)
     high, low = float(score.max()), float(score.min())
-    top = score >= high - 1e-12
+    if best is None:
+        top = score >= high - 1e-12
+    else:
+        top = np.zeros(len(score), dtype=bool)
+        top[best] = True
     if high - low <= 1e-12:
-        return np.full(len(score), MAX_EXTENDER_PRIORITY, dtype=np.int64)
-    # Below the top the ratio is < 1, so the floor lands in 0..9.
+        return np.where(top, MAX_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY - 1)
+    # Below the top the ratio is < 1 (or 1 for a tie lost on order), so the
+    # floor, capped at 9, lands in 0..9.
     spread = np.floor((score - low) / (high - low) * MAX_EXTENDER_PRIORITY).astype(np.int64)
     return np.where(top, MAX_EXTENDER_PRIORITY, np.minimum(spread, MAX_EXTENDER_PRIORITY - 1))

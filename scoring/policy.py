@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scoring.terms import TERMS
 
-DEFAULT_WEIGHTS: dict[str, float] = {"best_fit": 1.0, "fragmentation": 2.0, "memory_fit": 1.0}
+DEFAULT_WEIGHTS: dict[str, float] = {"fragmentation": 1.0, "memory_fit": 1.0}
 
 
 class ShapeLearning(BaseModel):
@@ -36,6 +36,16 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    tie_tolerance: float = Field(
+        0.02,
+        ge=0,
+        description=(
+            "Nodes whose weighted score sums are within this of the best are equally good,"
+            " and a stable node order (a hash of the name) picks among them. Differences"
+            " this small are noise against a learned shape mix; a fixed order among near"
+            " ties fills nodes in turn, like first-fit, and keeps whole nodes free."
+        ),
+    )
     shapes: ShapeLearning = Field(default_factory=lambda: ShapeLearning())
 
     @field_validator("weights")

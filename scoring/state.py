@@ -9,6 +9,7 @@ adds nothing to any sum, so scorers need no special case for padding.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,12 @@ SPOT = 1
 
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
+
+
+def name_order(name: str) -> int:
+    """A node's place in the stable tie-break order: 63 bits of a hash of its name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,9 @@ class ClusterState:
     memory_free_mib, memory_capacity_mib : ndarray of shape (n_nodes,)
     capacity_type : ndarray of shape (n_nodes,)
         ``ON_DEMAND`` or ``SPOT``.
+    tie_break : ndarray of shape (n_nodes,)
+        A fixed node order for equally good nodes (lower first): a hash of the
+        node's name, so every replica and every restart orders nodes alike.
     row_version : ndarray of shape (n_nodes,)
         Bumped on every change of a row, so caches derived from a row (fragment
         aggregates) can tell which rows went stale without being told.
@@ -80,6 +90,7 @@ class ClusterState:
     capacity_type: IntArray
     pools: list[str] = field(default_factory=list)
     row_version: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    tie_break: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     uid: int = field(default_factory=lambda: next(_STATE_UIDS), repr=False)
     """Identifies this state object for derived caches (never reused, unlike ``id``)."""
     _row_of: dict[str, int] = field(default_factory=dict, repr=False)
@@ -113,6 +124,7 @@ class ClusterState:
             pools=[node.pool for node in nodes],
         )
         state.row_version = np.zeros(len(nodes), dtype=np.int64)
+        state.tie_break = np.array([name_order(node.name) for node in nodes], dtype=np.int64)
         state._row_of = {name: row for row, name in enumerate(state.names)}
         return state
 
@@ -169,6 +181,7 @@ class ClusterState:
             capacity_type=self.capacity_type,
             pools=self.pools,
             row_version=self.row_version.copy(),
+            tie_break=self.tie_break,
         )
         clone._row_of = self._row_of
         clone._model_masks = self._model_masks

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from scoring import MILLI_PER_GPU, ON_DEMAND, ClusterState, NodeSpec, PodRequest, ShapeTable
+from scoring.gpus import tightest_gpu
 
 PROPERTY = settings(
     max_examples=60,
@@ -244,3 +245,10 @@ def arrays_of(state: ClusterState) -> dict[str, np.ndarray]:
 def assert_same_arrays(state: ClusterState, before: dict[str, np.ndarray]) -> None:
     for name, values in before.items():
         np.testing.assert_array_equal(getattr(state, name), values, err_msg=name)
+
+
+def shared_gpu_of(state: ClusterState, request: PodRequest, rows: np.ndarray) -> np.ndarray:
+    """The slot a sharing request takes on each row, as ``evaluate`` hands it to the terms."""
+    if not request.is_sharing:
+        return np.zeros(0, dtype=np.int64)
+    return tightest_gpu(state.free_milli[rows], request.milli_per_gpu)

@@ -82,6 +82,7 @@ async def test_a_reload_changes_the_next_decision_and_is_counted() -> None:
         extender.config.update({"config.yaml": "policy:\n  weights:\n    bad: 1\n"})
         metrics = await (await client.get("/metrics")).text()
     assert {h["Host"]: h["Score"] for h in before} == {"big": 0, "small": 10}
-    assert {h["Host"]: h["Score"] for h in after} == {"big": 10, "small": 10}
+    # Equal scores: the stable node order picks one winner, the other gets 9.
+    assert sorted(h["Score"] for h in after) == [9, 10]
     assert 'fairpack_config_reloads_total{result="applied"} 1.0' in metrics
     assert 'fairpack_config_reloads_total{result="invalid"} 1.0' in metrics

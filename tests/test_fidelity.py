@@ -7,13 +7,12 @@ for the same seeds (``fgd_reference/allocation_by_arrived.csv``).
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 
 import pytest
 
-from benchmarks.reference import PUBLISHED_NAMES, load_reference
+from benchmarks.reference import load_reference
 from benchmarks.simulator import simulate
 from benchmarks.traces import BUILTIN_NODES, BUILTIN_PODS, load_nodes, load_pods
 from scoring import NodeSpec, PodRequest
@@ -34,23 +33,10 @@ TOLERANCE_POINTS = 0.5
 
 
 def published_by_seed(policy: str) -> dict[int, float]:
-    """The authors' unallocated % at 100 for ``policy``, by seed.
-
-    ``load_reference`` gives the values in file order without their seeds; the
-    seed column of the same rows, in the same order, puts them back together.
-    """
+    """The authors' unallocated % at 100 for ``policy``, by seed."""
     if not REFERENCE.is_file():
         pytest.skip(f"published reference not found at {REFERENCE}; fidelity cannot be checked")
-    values = load_reference(REFERENCE, WORKLOAD)[policy]
-    published_name = {ours: theirs for theirs, ours in PUBLISHED_NAMES.items()}[policy]
-    with REFERENCE.open() as handle:
-        seeds = [
-            int(row["seed"])
-            for row in csv.DictReader(handle)
-            if row["workload"] == WORKLOAD and row["sc_policy"] == published_name
-        ]
-    assert len(seeds) == len(values)
-    return dict(zip(seeds, values, strict=True))
+    return load_reference(REFERENCE, WORKLOAD)[policy]
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from builders import (
     set_free,
     shape_table,
     shape_tables,
+    shared_gpu_of,
     state_of,
 )
 from hypothesis import given
@@ -363,7 +364,8 @@ def test_fragmentation_term_matches_the_reference(
 ) -> None:
     rows = check_feasibility(state, request_).feasible_rows
     gpus = choose_gpus(state.free_milli[rows], request_)
-    scores = fragmentation(Candidates(state, request_, rows, gpus, FragmentAggregates(shapes)))
+    shared = shared_gpu_of(state, request_, rows)
+    scores = fragmentation(Candidates(state, request_, rows, shared, FragmentAggregates(shapes)))
     expected = []
     for row, slots in zip(rows.tolist(), gpus.tolist(), strict=True):
         free, cpu_free, model = node_view(state, row)

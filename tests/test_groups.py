@@ -268,9 +268,7 @@ def test_fairpack_with_grouping_chooses_what_evaluating_every_node_chooses(
         evaluation = evaluate(state, request, every_node, config, fragments.aggregates)
         best = evaluation.best(rank)
         expected = (
-            None
-            if best is None
-            else Choice(int(evaluation.rows[best]), tuple(evaluation.gpus[best].tolist()))
+            None if best is None else Choice(int(evaluation.rows[best]), evaluation.gpus_of(best))
         )
         assert policy.select(state, request) == expected
         if expected is not None:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
-from builders import PROPERTY, cpu_only, node, set_free, sharing, state_of, whole
+from builders import (
+    PROPERTY,
+    cpu_only,
+    node,
+    set_free,
+    shared_gpu_of,
+    sharing,
+    state_of,
+    whole,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -20,7 +31,7 @@ from scoring import (
     extender_priorities,
 )
 from scoring.gpus import lowest_free_gpus, tightest_gpu
-from scoring.terms import best_fit, memory_fit
+from scoring.terms import memory_fit
 
 # --- GPU choice -----------------------------------------------------------------------------
 
@@ -158,7 +169,7 @@ def test_evaluate_scores_feasible_rows_by_the_weighted_mean_of_terms() -> None:
     policy = PolicyConfig(weights={"best_fit": 1.0, "memory_fit": 3.0, "fragmentation": 0.0})
     evaluation = evaluate(state, whole(2, 8_000), np.array([2, 0, 1]), policy)
     assert evaluation.rows.tolist() == [2, 1]  # feasible ones, in the order given
-    assert evaluation.gpus.tolist() == [[4, 5], [0, 1]]
+    assert [evaluation.gpus_of(i) for i in range(2)] == [(4, 5), (0, 1)]
     assert set(evaluation.terms) == {"best_fit", "memory_fit"}  # zero weight: not computed
     # best_fit: row 2: gpu 4000-2000=2000 of 8000, cpu 32000-8000=24000 of 64000
     #   -> 1-(0.25+0.375)/2 = 0.6875; row 1: 6000/8000, 56000/64000 -> 1-(0.75+0.875)/2
@@ -174,19 +185,20 @@ def test_evaluate_scores_feasible_rows_by_the_weighted_mean_of_terms() -> None:
 def test_evaluate_with_the_default_policy_stays_in_zero_one() -> None:
     state = _three_nodes()
     evaluation = evaluate(state, sharing(300, 1_000), np.arange(3), PolicyConfig())
-    assert set(evaluation.terms) == {"best_fit", "fragmentation", "memory_fit"}
+    assert set(evaluation.terms) == {"fragmentation", "memory_fit"}
     assert ((evaluation.score >= 0) & (evaluation.score <= 1)).all()
     expected = (
-        1.0 * best_fit(_candidates(evaluation, state))
-        + 2.0 * 0.5  # no shape mix: the fragmentation term is neutral
+        1.0 * 0.5  # no shape mix: the fragmentation term is neutral
         + 1.0 * memory_fit(_candidates(evaluation, state))
-    ) / 4.0
+    ) / 2.0
     assert evaluation.score.tolist() == pytest.approx(expected.tolist())
 
 
 def _candidates(evaluation: Evaluation, state: ClusterState) -> Candidates:
     request_ = evaluation.feasibility.request
-    return Candidates(state, request_, evaluation.rows, evaluation.gpus)
+    return Candidates(
+        state, request_, evaluation.rows, shared_gpu_of(state, request_, evaluation.rows)
+    )
 
 
 @pytest.mark.parametrize(
@@ -198,7 +210,6 @@ def test_evaluate_with_nothing_feasible(rows: np.ndarray) -> None:
     evaluation = evaluate(_three_nodes(), whole(2), rows, PolicyConfig())
     assert evaluation.rows.tolist() == []
     assert evaluation.score.tolist() == []
-    assert evaluation.gpus.shape == (0, 2)
     assert evaluation.best() is None
 
 
@@ -240,3 +251,59 @@ def test_policy_config_refuses(weights: dict[str, float], message: str) -> None:
         PolicyConfig(weights=weights)
     assert message in str(error.value)
     assert error.value.errors()[0]["loc"] == ("weights",)
+
+
+# --- tie tolerance and the stable node order --------------------------------------------------
+
+
+def _evaluation_with(score: list[float], tolerance: float, names: list[str]) -> Evaluation:
+    state = state_of(*(node(name, 1) for name in names))
+    policy = PolicyConfig(weights={"best_fit": 1.0}, tie_tolerance=tolerance)
+    evaluation = evaluate(state, whole(1), np.arange(len(names)), policy)
+    return dataclasses.replace(evaluation, score=np.array(score))
+
+
+@pytest.mark.parametrize(
+    ("score", "tolerance", "rank", "expected"),
+    [
+        # 0.495 is within 0.01 of 0.5: a tie, and rank 0 (row 1) wins it
+        ([0.5, 0.495, 0.3], 0.01, [2, 0, 1], 1),
+        # no tolerance: the strictly highest wins whatever the order
+        ([0.5, 0.495, 0.3], 0.0, [2, 0, 1], 0),
+        # 0.3 is 0.2 below the best: outside a 0.1 tolerance even with the lowest rank
+        ([0.5, 0.45, 0.3], 0.1, [1, 2, 0], 0),
+    ],
+    ids=["near-best-by-rank", "no-tolerance", "outside-tolerance"],
+)
+def test_best_takes_the_lowest_rank_among_near_best(
+    score: list[float], tolerance: float, rank: list[int], expected: int
+) -> None:
+    evaluation = _evaluation_with(score, tolerance, ["a", "b", "c"])
+    assert evaluation.best(np.array(rank)) == expected
+
+
+def test_best_defaults_to_the_name_order_of_the_state() -> None:
+    evaluation = _evaluation_with([0.4, 0.4, 0.4], 0.0, ["a", "b", "c"])
+    lowest = int(np.argmin(evaluation.state.tie_break))
+    assert evaluation.best() == lowest
+    # The order is a function of the names alone: another state with the same names agrees.
+    again = state_of(node("c", 1), node("a", 1), node("b", 1))
+    assert again.tie_break[again.row_of("a")] == evaluation.state.tie_break[0]
+
+
+@pytest.mark.parametrize(
+    ("score", "best", "expected"),
+    [
+        # the chosen best alone gets 10; an equal score lost on order gets 9
+        ([0.7, 0.7, 0.2], 1, [9, 10, 0]),
+        # all equal: the winner 10, everyone else 9
+        ([0.3, 0.3], 0, [10, 9]),
+        # a near-best winner below the maximum still gets 10; the maximum 9
+        ([0.5, 0.495, 0.1], 1, [9, 10, 0]),
+    ],
+    ids=["tie-lost-on-order", "all-equal", "near-best-winner"],
+)
+def test_extender_priorities_with_a_chosen_best(
+    score: list[float], best: int, expected: list[int]
+) -> None:
+    assert extender_priorities(np.array(score), best).tolist() == expected

@@ -14,6 +14,7 @@ from builders import (
     requests,
     set_free,
     shape_table,
+    shared_gpu_of,
     sharing,
     state_of,
     whole,
@@ -28,7 +29,6 @@ from scoring import (
     PodRequest,
     ShapeTable,
     check_feasibility,
-    choose_gpus,
 )
 from scoring.terms import best_fit, fragmentation, memory_fit
 
@@ -38,7 +38,7 @@ def candidates_of(
 ) -> Candidates:
     """The feasible nodes and their slots, as ``evaluate`` hands them to the terms."""
     rows = check_feasibility(state, request).feasible_rows
-    return Candidates(state, request, rows, choose_gpus(state.free_milli[rows], request), fragments)
+    return Candidates(state, request, rows, shared_gpu_of(state, request, rows), fragments)
 
 
 def test_registry_names_each_term_by_its_module() -> None:
@@ -227,6 +227,6 @@ def test_fragmentation_score_depends_on_the_node_alone() -> None:
     table: ShapeTable = shape_table(*MIX)
     request_ = sharing(500)
     both = fragmentation(candidates_of(state, request_, FragmentAggregates(table)))
-    alone = Candidates(state, request_, np.array([1]), np.array([[0]]), FragmentAggregates(table))
+    alone = Candidates(state, request_, np.array([1]), np.array([0]), FragmentAggregates(table))
     assert both[1] == pytest.approx(fragmentation(alone)[0])
     assert both.tolist() == pytest.approx([sigmoid_of_growth(-250), sigmoid_of_growth(-200)])

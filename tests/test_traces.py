@@ -247,8 +247,8 @@ def test_load_reference(tmp_path: Path) -> None:
         "openb_pod_list_gpushare60,06-FGD,1.3,42,6212,1,2,3",  # another workload: skipped
     )
     assert load_reference(path, "openb_pod_list_default") == {
-        "fgd": [4.77, 4.94],
-        "bestfit": [7.06],
+        "fgd": {42: 4.77, 43: 4.94},
+        "bestfit": {42: 7.06},
     }
     assert load_reference(path, "openb_pod_list_multigpu20") == {}
 
@@ -256,10 +256,11 @@ def test_load_reference(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
-        ([REFERENCE_HEADER, "w,06-FGD,1.3,42,6212,1,x,3"], ":2: no number in column 100"),
-        (["workload,sc_policy,seed", "w,06-FGD,42"], ":2: no number in column 100"),
+        ([REFERENCE_HEADER, "w,06-FGD,1.3,42,6212,1,x,3"], ":2: no seed or no number"),
+        (["workload,sc_policy,seed", "w,06-FGD,42"], ":2: no seed or no number"),
+        ([REFERENCE_HEADER, "w,06-FGD,1.3,x,6212,1,2,3"], ":2: no seed or no number"),
     ],
-    ids=["not-a-number", "no-column"],
+    ids=["not-a-number", "no-column", "no-seed"],
 )
 def test_load_reference_refuses(tmp_path: Path, lines: list[str], message: str) -> None:
     path = write(tmp_path, *lines)

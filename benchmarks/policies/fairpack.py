@@ -30,4 +30,4 @@ class FairpackPolicy:
         best = evaluation.best(self.rank)
         if best is None:
             return None
-        return Choice(int(evaluation.rows[best]), tuple(int(g) for g in evaluation.gpus[best]))
+        return Choice(int(evaluation.rows[best]), evaluation.gpus_of(best))

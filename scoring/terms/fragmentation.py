@@ -24,16 +24,15 @@ def fragmentation(candidates: Candidates) -> FloatArray:
     if fragments is None or len(rows) == 0:
         return np.full(len(rows), 0.5)
     fragments.refresh(state)
-    if request.gpu_count:
-        # Whole-GPU pods take fully free GPUs; a sharing pod its chosen GPU.
-        free_before = state.free_milli[rows, candidates.gpus[:, 0]]
+    if request.is_sharing:
+        free_before = state.free_milli[rows, candidates.shared_gpu]
         after = fragments.fragment_after(
-            state,
-            rows,
-            free_before,
-            free_before - request.milli_per_gpu,
-            request.gpu_count,
-            request.cpu_milli,
+            state, rows, free_before, free_before - request.milli_per_gpu, 1, request.cpu_milli
+        )
+    elif request.gpu_count:
+        # Whole GPUs: each taken GPU goes from fully free to nothing free.
+        after = fragments.fragment_after(
+            state, rows, MILLI_PER_GPU, 0, request.gpu_count, request.cpu_milli
         )
     else:
         after = fragments.fragment_after(state, rows, 0, 0, 0, request.cpu_milli)
