@@ -29,6 +29,7 @@ from extender.wire import (
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderPreemptionArgs,
+    PreEncoded,
 )
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
 
 
 def _respond(extender: Extender, verb: str, status: int, result: Any, start: float) -> web.Response:
-    body = orjson.dumps(result)
+    body = result.body if isinstance(result, PreEncoded) else orjson.dumps(result)
     elapsed_s = time.perf_counter() - start
     metrics = extender.metrics
     metrics.requests.labels(verb, str(status)).inc()

@@ -27,7 +27,9 @@ from extender.wire import (
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderPreemptionArgs,
+    HostPriorityEncoder,
     Pod,
+    PreEncoded,
 )
 from scoring import (
     ClusterState,
@@ -191,6 +193,7 @@ class Extender:
         """Group identical nodes and reuse the filter's evaluation (exact; off for tests)."""
         self._groups = NodeGroups()
         self._known_nodes: dict[str, _KnownNodes] = {}
+        self._priority_encoder = HostPriorityEncoder()
         self._memo: _FilterMemo | None = None
         self._decisions = 0
         self._group_share = 0.0
@@ -383,7 +386,7 @@ class Extender:
 
     # -- prioritize ------------------------------------------------------------------------------
 
-    def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]]:
+    def prioritize(self, args: ExtenderArgs) -> PreEncoded:
         """``HostPriorityList``: every requested host, 0..10, the best strictly on top."""
         key, request = self._pod(args.pod)
         names = self._node_names(args)
@@ -399,7 +402,7 @@ class Extender:
             and memo.passed_names == names
             and memo.version == int(state.row_version.sum())
         ):
-            known = names
+            rows, known = memo.passed_rows, names
             outcome = memo.outcome
             priorities = outcome.priorities()[outcome.mask]
             feasible_nodes = len(priorities)
@@ -411,12 +414,11 @@ class Extender:
             feasible_nodes = int(np.count_nonzero(outcome.mask))
         self._explain(key, request)["prioritize"] = self._top_nodes(state, outcome, feasible_nodes)
         if len(known) == len(names):
-            return [
-                {"Host": host, "Score": score}
-                for host, score in zip(names, priorities.tolist(), strict=True)
-            ]
+            return self._priority_encoder.encode(state.names, rows, priorities)
         by_name = dict(zip(known, priorities.tolist(), strict=True))
-        return [{"Host": host, "Score": by_name.get(host, NEUTRAL_PRIORITY)} for host in names]
+        return HostPriorityEncoder.encode_names(
+            names, [by_name.get(host, NEUTRAL_PRIORITY) for host in names]
+        )
 
     @staticmethod
     def _top_nodes(state: ClusterState, outcome: Outcome, feasible_nodes: int) -> dict[str, Any]:
