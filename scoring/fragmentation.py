@@ -21,6 +21,8 @@ in O(shapes), for every candidate at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +71,18 @@ class ShapeTable:
     def n_shapes(self) -> int:
         return len(self.weight)
 
+    def keys(self) -> list[tuple[int, int, int, frozenset[str]]]:
+        """Each shape as ``(cpu_milli, milli_per_gpu, gpu_count, allowed_models)``."""
+        return list(
+            zip(
+                self.cpu_milli.tolist(),
+                self.milli_per_gpu.tolist(),
+                self.gpu_count.tolist(),
+                self.allowed_models,
+                strict=True,
+            )
+        )
+
     def model_ok(self, state: ClusterState) -> BoolArray:
         """Whether each node's GPU model is allowed for each shape, shape (n_nodes, n_shapes)."""
         return np.stack([state.model_mask(models) for models in self.allowed_models], axis=1)
@@ -105,7 +119,9 @@ def _fragment(
         & (count_at_least >= shapes.gpu_count[None, :])
     )
     fragment = np.where(fits, sum_below, total_free[:, None])
-    return fragment @ shapes.weight
+    # Not a matmul: BLAS may sum in another order for another batch size, and FGD's
+    # integer score flips on the last bit when a node's fragment does not change.
+    return (fragment * shapes.weight).sum(axis=1)  # type: ignore[no-any-return]
 
 
 def node_fragment(state: ClusterState, rows: IntArray, shapes: ShapeTable) -> FloatArray:
@@ -140,6 +156,7 @@ class FragmentAggregates:
     _below_table: IntArray = field(init=False)
     _versions: IntArray = field(init=False)
     _state_uid: int = field(init=False, default=-1)
+    _fragment_stale: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         # Per free-milli value v and shape s: whether v >= the shape's milli, and
@@ -162,8 +179,38 @@ class FragmentAggregates:
             self.fragment = np.zeros(state.n_nodes)
             self._versions = np.full(state.n_nodes, -1, dtype=np.int64)
         stale = np.flatnonzero(self._versions != state.row_version)
-        if len(stale) == 0:
-            return
+        if len(stale):
+            self._refresh_rows(state, stale)
+        if self._fragment_stale:
+            self.fragment = _fragment(
+                self.shapes,
+                self.gpu_shape_ok,
+                state.cpu_free_milli,
+                self.count_at_least,
+                self.sum_below,
+                self.total_free,
+            )
+            self._fragment_stale = False
+
+    def reweighted(self, table: ShapeTable) -> FragmentAggregates | None:
+        """These aggregates under ``table``'s weights, if it has the same shapes.
+
+        An online shape mix changes its weights far more often than its set of
+        shapes; the per-node counts stay valid then, and only F is recomputed, at
+        the next refresh.  None when the shapes differ (build anew).
+        """
+        weight_of = dict(zip(table.keys(), table.weight.tolist(), strict=True))
+        keys = self.shapes.keys()
+        if len(weight_of) != len(keys) or any(key not in weight_of for key in keys):
+            return None
+        clone = copy.copy(self)
+        clone.shapes = dataclasses.replace(
+            self.shapes, weight=np.array([weight_of[key] for key in keys])
+        )
+        clone._fragment_stale = True
+        return clone
+
+    def _refresh_rows(self, state: ClusterState, stale: IntArray) -> None:
         free = state.free_milli[stale]
         count, below = _count_and_sum_below(free, self.shapes.milli_per_gpu)
         self.count_at_least[stale] = count

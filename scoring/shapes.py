@@ -85,5 +85,10 @@ class OnlineFragments:
         self._since_refresh += 1
         if self.aggregates is None or self._since_refresh >= self.config.refresh_every_pods:
             table = self.learner.table(self.config.coverage)
-            self.aggregates = FragmentAggregates(table) if table is not None else None
+            if table is None:
+                self.aggregates = None
+            else:
+                # Same shapes, new weights (the usual case): keep the per-node counts.
+                kept = self.aggregates.reweighted(table) if self.aggregates else None
+                self.aggregates = kept or FragmentAggregates(table)
             self._since_refresh = 0

@@ -25,7 +25,7 @@ from builders import (
     shared_gpu_of,
     state_of,
 )
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from scoring import (
@@ -377,3 +377,50 @@ def test_fragmentation_term_matches_the_reference(
         )
         expected.append(1.0 / (1.0 + math.exp(growth / 1000.0)))
     assert scores.tolist() == pytest.approx(expected)
+
+
+# --- reweighting and batch-size independence ---------------------------------------------------
+
+
+@PROPERTY
+@given(state=clusters(max_nodes=8), shapes=shape_tables(), data=st.data())
+def test_reweighted_aggregates_equal_fresh_ones(
+    state: ClusterState, shapes: ShapeTable, data: st.DataObject
+) -> None:
+    # The same shapes in another order with other weights: counts are reused, F is new.
+    order = np.array(data.draw(st.permutations(range(shapes.n_shapes)), label="order"))
+    weights = np.array(
+        data.draw(
+            st.lists(st.floats(0.01, 1.0), min_size=shapes.n_shapes, max_size=shapes.n_shapes),
+            label="weights",
+        )
+    )
+    keys = shapes.keys()
+    assume(len(set(keys)) == len(keys))  # a learned table never repeats a shape
+    table = ShapeTable.from_rows([keys[i] for i in order], weights[order].tolist())
+    old = FragmentAggregates(shapes)
+    old.refresh(state)
+    reweighted = old.reweighted(table)
+    assert reweighted is not None
+    reweighted.refresh(state)
+    fresh = FragmentAggregates(table)
+    fresh.refresh(state)
+    assert reweighted.fragment.tolist() == pytest.approx(fresh.fragment.tolist())
+
+
+def test_reweighted_refuses_another_set_of_shapes() -> None:
+    table = shape_table((4_000, 500, 1, (), 0.5), (4_000, 0, 0, (), 0.5))
+    other = shape_table((4_000, 500, 1, (), 0.5), (8_000, 1_000, 2, (), 0.5))
+    assert FragmentAggregates(table).reweighted(other) is None
+
+
+@PROPERTY
+@given(state=clusters(max_nodes=8), shapes=shape_tables())
+def test_fragment_of_a_node_does_not_depend_on_the_batch(
+    state: ClusterState, shapes: ShapeTable
+) -> None:
+    # Bit for bit: FGD's integer score flips on the last bit of a zero change.
+    rows = np.arange(state.n_nodes)
+    together = node_fragment(state, rows, shapes)
+    for row in rows.tolist():
+        assert node_fragment(state, np.array([row]), shapes)[0] == together[row]
