@@ -20,9 +20,9 @@ in O(shapes), for every candidate at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import copy
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
