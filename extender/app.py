@@ -2,7 +2,9 @@
 
 ``POST /filter``, ``/prioritize``, ``/preempt``, ``/bind`` speak kube-scheduler's
 extender protocol; ``GET /healthz``, ``/readyz``, ``/metrics``, ``/debug/state`` and
-``/debug/explain?pod=NS/NAME`` are for people and probes.
+``/debug/explain?pod=NS/NAME`` are for people and probes; ``POST /validate`` and
+``/mutate`` are the admission webhooks (``extender.webhook``).  A *public* app (the
+listener that faces the network) has only health, metrics and the webhooks.
 
 Whatever a request body holds, the answer is a 200 or a 4xx with a one-line
 reason (and, for filter, the reason in ``Error`` too), never a traceback.  Each
@@ -25,6 +27,8 @@ from pydantic import BaseModel, ValidationError
 from extender.config import describe_validation_error
 from extender.errors import BadRequestError
 from extender.service import Extender
+from extender.webhook import WebhookConfig, with_resources
+from extender.webhook import add_routes as add_webhook_routes
 from extender.wire import (
     ExtenderArgs,
     ExtenderBindingArgs,
@@ -202,24 +206,39 @@ def _json(document: Any, status: int = 200) -> web.Response:
 
 
 def create_app(
-    extender: Extender, *, max_body_bytes: int = MAX_BODY_BYTES, floor_endpoint: bool = False
+    extender: Extender,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    floor_endpoint: bool = False,
+    webhook: WebhookConfig | None = None,
+    public: bool = False,
 ) -> web.Application:
     """The extender's aiohttp application over ``extender``.
 
     ``floor_endpoint`` adds ``POST /debug/floor`` for the latency benchmark.
+    ``webhook`` adds the admission webhooks; ``public`` leaves out the extender verbs
+    and the debug pages (for the listener the API server and Prometheus reach).
     """
     app = web.Application(client_max_size=max_body_bytes)
     app[EXTENDER] = extender
     app[MAX_BODY] = max_body_bytes
-    app.router.add_post("/filter", _verb("filter", _filter))
-    app.router.add_post("/prioritize", _verb("prioritize", _prioritize))
-    app.router.add_post("/preempt", _verb("preempt", _preempt))
-    app.router.add_post("/bind", _verb("bind", _bind))
+    if not public:
+        app.router.add_post("/filter", _verb("filter", _filter))
+        app.router.add_post("/prioritize", _verb("prioritize", _prioritize))
+        app.router.add_post("/preempt", _verb("preempt", _preempt))
+        app.router.add_post("/bind", _verb("bind", _bind))
+        app.router.add_get("/debug/state", _debug_state)
+        app.router.add_get("/debug/explain", _debug_explain)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/debug/state", _debug_state)
-    app.router.add_get("/debug/explain", _debug_explain)
-    if floor_endpoint:
+    if webhook is not None:
+
+        def webhook_config(base: WebhookConfig = webhook) -> WebhookConfig:
+            names = extender.config.current.resources  # the GPU resources of the live policy
+            return with_resources(base, names.gpu, names.gpu_milli)
+
+        add_webhook_routes(app, webhook_config, extender.metrics.admission_reviewed)
+    if floor_endpoint and not public:
         app.router.add_post("/debug/floor", _floor)
     return app

@@ -42,6 +42,33 @@ def _positive(text: str) -> int:
     return value
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
+def _webhook_listener(args: argparse.Namespace) -> Any:
+    from extender.server import WebhookListener
+    from extender.webhook import WebhookConfig
+
+    if args.webhook_port is None:
+        return None
+    cert = args.webhook_tls_cert or args.tls_cert
+    key = args.webhook_tls_key or args.tls_key
+    if (args.webhook_tls_cert is None) != (args.webhook_tls_key is None):
+        args.parser.error("--webhook-tls-cert and --webhook-tls-key go together")
+    if cert is None or key is None:
+        args.parser.error(
+            "--webhook-port needs a certificate (--webhook-tls-cert/--webhook-tls-key or "
+            "--tls-cert/--tls-key): the API server calls webhooks over HTTPS only"
+        )
+    config = WebhookConfig(
+        required_labels=args.required_labels,
+        exempt_namespaces=frozenset(args.exempt_namespaces),
+        scheduler_name=args.route_to_scheduler,
+    )
+    return WebhookListener(args.webhook_port, cert, key, args.webhook_host, config)
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     from extender.server import ServeOptions, serve_cluster, serve_inventory
 
@@ -52,7 +79,14 @@ def _run_serve(args: argparse.Namespace) -> int:
         args.parser.error("--tls-cert and --tls-key go together")
     if args.client_ca is not None and args.tls_cert is None:
         args.parser.error("--client-ca needs --tls-cert and --tls-key")
-    options = ServeOptions(args.host, args.port, args.tls_cert, args.tls_key, args.client_ca)
+    options = ServeOptions(
+        args.host,
+        args.port,
+        args.tls_cert,
+        args.tls_key,
+        args.client_ca,
+        _webhook_listener(args),
+    )
     if args.inventory is not None:
         from benchmarks.traces import TraceError, load_nodes
 
@@ -98,6 +132,38 @@ def _add_serve(commands: Any) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    webhook = parser.add_argument_group(
+        "admission webhooks",
+        "A second, HTTPS-only listener for the API server and Prometheus: POST /validate, "
+        "POST /mutate, GET /healthz, /readyz, /metrics (never the extender verbs).",
+    )
+    webhook.add_argument("--webhook-port", type=int, help="serve the webhooks on this port")
+    webhook.add_argument("--webhook-host", default="0.0.0.0", help="(default 0.0.0.0)")
+    webhook.add_argument(
+        "--webhook-tls-cert", type=Path, help="its certificate (PEM; default --tls-cert)"
+    )
+    webhook.add_argument("--webhook-tls-key", type=Path, help="its key (default --tls-key)")
+    webhook.add_argument(
+        "--required-labels",
+        type=_names,
+        default=("team", "cost-center"),
+        metavar="LABEL,...",
+        help="labels GPU pods and pod templates must carry (default team,cost-center)",
+    )
+    webhook.add_argument(
+        "--exempt-namespaces",
+        type=_names,
+        default=("kube-system", "kube-public", "kube-node-lease", "fairpack-system"),
+        metavar="NS,...",
+        help="namespaces both webhooks leave alone "
+        "(default kube-system,kube-public,kube-node-lease,fairpack-system)",
+    )
+    webhook.add_argument(
+        "--route-to-scheduler",
+        default="fairpack-scheduler",
+        metavar="NAME",
+        help="scheduler /mutate routes GPU pods to (default fairpack-scheduler)",
+    )
     parser.set_defaults(run=_run_serve, parser=parser)
 
 
@@ -139,8 +205,16 @@ def _run_bench_view(args: argparse.Namespace) -> int:
     return int(bench_view(args))
 
 
+def _run_bench_kube(args: argparse.Namespace) -> int:
+    from benchmarks.kube_throughput import main as bench_kube
+
+    return int(bench_kube(args))
+
+
 def _add_bench(commands: Any) -> None:
-    parser = commands.add_parser("bench", help="benchmarks of the extender (latency, view size)")
+    parser = commands.add_parser(
+        "bench", help="benchmarks of the extender (latency, view size, kube-scheduler throughput)"
+    )
     benches = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
     latency = benches.add_parser(
         "latency",
@@ -164,6 +238,20 @@ def _add_bench(commands: Any) -> None:
     view.add_argument("--seed", type=int, default=42)
     view.add_argument("--json", type=Path, help="write the figures here")
     view.set_defaults(run=_run_bench_view)
+    kube = benches.add_parser(
+        "kube",
+        help="pods bound per second by a real kube-scheduler, without and with fairpack",
+        description=(
+            "Start a control plane on loopback with fake GPU nodes and measure kube-scheduler's "
+            "throughput from the shipped configuration, without the extender and with it, at "
+            "percentageOfNodesToScore default and 100. Needs the binaries of "
+            "scripts/build-control-plane.sh."
+        ),
+    )
+    from benchmarks.kube_throughput import add_arguments as kube_arguments
+
+    kube_arguments(kube, _node_counts, _positive)
+    kube.set_defaults(run=_run_bench_kube)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

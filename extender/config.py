@@ -70,6 +70,9 @@ class PodRules(_Frozen):
     """How a pod's team, class and GPU constraints are read."""
 
     team_label: str = Field("team", description="Namespace label naming the team.")
+    cost_center_label: str = Field(
+        "cost-center", description="Namespace label naming the cost center (chargeback metrics)."
+    )
     class_label: str = "fairpack.io/class"
     priority_classes: dict[str, PodClass] = Field(
         default_factory=lambda: {

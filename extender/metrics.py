@@ -7,6 +7,7 @@ scrape time by a collector, so the hot path pays nothing for it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -94,22 +95,68 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.config_last_reload_successful = Gauge(
+            "fairpack_config_last_reload_successful",
+            "0 while the policy ConfigMap holds a config that was refused (the last good one runs).",
+            registry=r,
+        )
+        self.config_last_reload_successful.set(1)
+        self.admission_reviews = Counter(
+            "fairpack_admission_reviews",
+            "Admission reviews by webhook (validate, mutate) and result.",
+            ["webhook", "result"],
+            registry=r,
+        )
+        self.fairshare_holds = Counter(
+            "fairpack_fairshare_holds",
+            "Pods held back at filter: their team is over its share while teams under it wait.",
+            ["team"],
+            registry=r,
+        )
+        self.gpus_deserved = Gauge(
+            "fairpack_gpus_deserved",
+            "GPUs each team deserves (weighted max-min over demand), as last computed.",
+            ["team"],
+            registry=r,
+        )
+
+    def config_reloaded(self, result: str) -> None:
+        """A ConfigMap update was ``applied``, ``unchanged`` or ``invalid`` (refused)."""
+        self.config_reloads.labels(result).inc()
+        self.config_last_reload_successful.set(0 if result == "invalid" else 1)
+
+    def admission_reviewed(self, webhook: str, result: str) -> None:
+        self.admission_reviews.labels(webhook, result).inc()
 
     def watch_view(
-        self, view: ClusterView, fragments: Callable[[], FragmentAggregates | None]
+        self,
+        view: ClusterView,
+        fragments: Callable[[], FragmentAggregates | None],
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.registry.register(_ViewCollector(view, fragments))
+        self.registry.register(_ViewCollector(view, fragments, wall_clock))
 
 
 class _ViewCollector(Collector):
     def __init__(
-        self, view: ClusterView, fragments: Callable[[], FragmentAggregates | None]
+        self,
+        view: ClusterView,
+        fragments: Callable[[], FragmentAggregates | None],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._view = view
         self._fragments = fragments
+        self._wall_clock = wall_clock
 
     def collect(self) -> Iterator[Metric]:
         view = self._view
+        yield GaugeMetricFamily(
+            "fairpack_ready",
+            "1 once every watched resource has been listed (the view is complete), else 0.",
+            value=1 if view.ready else 0,
+        )
+        yield from self._pods(view)
         allocation = view.allocation()
         allocated = GaugeMetricFamily(
             "fairpack_gpus_allocated", "GPUs held by bound pods.", labels=["team", "class"]
@@ -129,6 +176,14 @@ class _ViewCollector(Collector):
         for team, value in sorted(allocation.gpu_seconds.items()):
             seconds.add_metric([team], value)
         yield seconds
+        quota = GaugeMetricFamily(
+            "fairpack_gpus_quota",
+            "GPUs the team's ResourceQuotas allow (requests.<gpu resource>), summed.",
+            labels=["team"],
+        )
+        for team, gpus in sorted(view.quota_gpus_by_team().items()):
+            quota.add_metric([team], gpus)
+        yield quota
 
         state = view.state
         free = GaugeMetricFamily(
@@ -165,3 +220,42 @@ class _ViewCollector(Collector):
             "Pods the watch showed on a node without room for them in the view.",
             value=view.conflicts,
         )
+
+    def _pods(self, view: ClusterView) -> Iterator[Metric]:
+        """Per-namespace allocation by GPU model (chargeback) and the oldest pending wait."""
+        allocated: dict[tuple[str, str, str, str, str], float] = {}
+        oldest: dict[tuple[str, str], float] = {}
+        now = self._wall_clock()
+        nodes = view.nodes
+        for pod in view.pods():
+            milli = pod.request.gpu_milli
+            if not milli or pod.info.terminal:
+                continue
+            namespace = pod.info.namespace
+            pod_class = pod.request.pod_class.value
+            if pod.node:
+                spec = nodes.get(pod.node)
+                model = (spec.gpu_model if spec is not None else "") or "unknown"
+                key = (namespace, pod.team, view.cost_center_of(namespace), pod_class, model)
+                allocated[key] = allocated.get(key, 0.0) + milli / MILLI_PER_GPU
+            elif pod.info.started_s > 0:
+                wait = max(0.0, now - pod.info.started_s)
+                team_class = (pod.team, pod_class)
+                oldest[team_class] = max(oldest.get(team_class, 0.0), wait)
+        by_namespace = GaugeMetricFamily(
+            "fairpack_namespace_gpus_allocated",
+            "GPUs held by bound pods, by namespace, team, cost center (namespace label), "
+            "class and GPU model: the chargeback gauge.",
+            labels=["namespace", "team", "cost_center", "class", "model"],
+        )
+        for labels, gpus in sorted(allocated.items()):
+            by_namespace.add_metric(list(labels), gpus)
+        yield by_namespace
+        waiting = GaugeMetricFamily(
+            "fairpack_pending_wait_seconds",
+            "How long the oldest pending GPU pod of each team and class has waited.",
+            labels=["team", "class"],
+        )
+        for (team, pod_class), seconds in sorted(oldest.items()):
+            waiting.add_metric([team, pod_class], seconds)
+        yield waiting

@@ -48,6 +48,7 @@ class PodInfo:
 class NamespaceInfo:
     name: str
     team: str
+    cost_center: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +279,12 @@ def namespace_info(obj: Mapping[str, Any], config: FairpackConfig) -> NamespaceI
         raise ObjectError("Namespace.metadata.name is missing")
     labels = metadata.get("labels") or {}
     team = labels.get(config.pods.team_label)
-    return NamespaceInfo(name, team if isinstance(team, str) and team else name)
+    cost_center = labels.get(config.pods.cost_center_label)
+    return NamespaceInfo(
+        name,
+        team if isinstance(team, str) and team else name,
+        cost_center if isinstance(cost_center, str) else "",
+    )
 
 
 def quota_info(obj: Mapping[str, Any], config: FairpackConfig) -> QuotaInfo:

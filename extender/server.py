@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -18,9 +18,19 @@ from extender.config import LiveConfig
 from extender.metrics import Metrics
 from extender.service import Extender, ViewOnlyBinder
 from extender.view import KINDS, ClusterView
+from extender.webhook import WebhookConfig
 from scoring import NodeSpec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebhookListener:
+    port: int
+    tls_cert: Path
+    tls_key: Path
+    host: str = "0.0.0.0"
+    config: WebhookConfig = field(default_factory=WebhookConfig)
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,11 @@ class ServeOptions:
     tls_key: Path | None = None
     client_ca: Path | None = None
     """With a CA, clients must present a certificate it signed (mutual TLS)."""
+    webhook: WebhookListener | None = None
+    """A second, HTTPS listener with only health, metrics and the admission webhooks."""
+
+
+CERT_RELOAD_INTERVAL_S = 30.0
 
 
 def ssl_context(options: ServeOptions) -> ssl.SSLContext | None:
@@ -44,36 +59,109 @@ def ssl_context(options: ServeOptions) -> ssl.SSLContext | None:
     return context
 
 
+def _mtimes(*paths: Path | None) -> tuple[int, ...]:
+    return tuple(p.stat().st_mtime_ns if p is not None else 0 for p in paths)
+
+
+async def reload_certificates(
+    context: ssl.SSLContext,
+    cert: Path,
+    key: Path | None,
+    interval_s: float = CERT_RELOAD_INTERVAL_S,
+) -> None:
+    """Load a renewed certificate into ``context`` (new connections use it) until cancelled.
+
+    A Secret volume (cert-manager's renewals) swaps the files in place; without this, a
+    long-running pod would serve its first certificate until it expired.
+    """
+    seen = _mtimes(cert, key)
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            current = _mtimes(cert, key)
+            if current != seen:
+                context.load_cert_chain(cert, key)
+                seen = current
+                log.info("reloaded the TLS certificate %s", cert)
+        except (OSError, ssl.SSLError) as exc:  # half-written during a swap: next round
+            log.warning("TLS certificate %s not reloaded yet: %s", cert, exc)
+
+
 def inventory_extender(nodes: Sequence[NodeSpec], metrics: Metrics | None = None) -> Extender:
     """A service over a fixed node list: binds update the view only (no API server)."""
     metrics = metrics or Metrics()
-    config = LiveConfig(on_reload=lambda result: metrics.config_reloads.labels(result).inc())
+    config = LiveConfig(on_reload=metrics.config_reloaded)
     extender = Extender(ClusterView(nodes), config, ViewOnlyBinder(), metrics)
     metrics.watch_view(extender.view, lambda: extender.fragments.aggregates)
     return extender
 
 
-async def _serve_until_stopped(app: web.Application, options: ServeOptions) -> None:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port, ssl_context=ssl_context(options))
-    await site.start()
-    log.info("fairpack listening on %s:%d", options.host, options.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+async def _serve_until_stopped(
+    app: web.Application, options: ServeOptions, public: web.Application | None = None
+) -> None:
+    runners: list[web.AppRunner] = []
+    reloads: list[asyncio.Task[None]] = []
     try:
+        runner = web.AppRunner(app, access_log=None)
+        runners.append(runner)
+        await runner.setup()
+        context = ssl_context(options)
+        site = web.TCPSite(runner, options.host, options.port, ssl_context=context)
+        await site.start()
+        if context is not None and options.tls_cert is not None:
+            reloads.append(
+                asyncio.create_task(reload_certificates(context, options.tls_cert, options.tls_key))
+            )
+        log.info("fairpack listening on %s:%d", options.host, options.port)
+        webhook = options.webhook
+        if public is not None and webhook is not None:
+            public_runner = web.AppRunner(public, access_log=None)
+            runners.append(public_runner)
+            await public_runner.setup()
+            public_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            public_context.load_cert_chain(webhook.tls_cert, webhook.tls_key)
+            public_site = web.TCPSite(
+                public_runner, webhook.host, webhook.port, ssl_context=public_context
+            )
+            await public_site.start()
+            reloads.append(
+                asyncio.create_task(
+                    reload_certificates(public_context, webhook.tls_cert, webhook.tls_key)
+                )
+            )
+            log.info("webhooks, health and metrics on https://%s:%d", webhook.host, webhook.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for task in reloads:
+            task.cancel()
+        await asyncio.gather(*reloads, return_exceptions=True)
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def _apps(
+    extender: Extender, options: ServeOptions
+) -> tuple[web.Application, web.Application | None]:
+    """The main app (verbs and all) and, with a webhook listener, the public one."""
+    webhook = options.webhook
+    if webhook is None:
+        return create_app(extender), None
+    return (
+        create_app(extender, webhook=webhook.config),
+        create_app(extender, webhook=webhook.config, public=True),
+    )
 
 
 async def serve_inventory(nodes: Sequence[NodeSpec], options: ServeOptions) -> None:
     extender = inventory_extender(nodes)
     log.info("serving a static inventory of %d nodes", len(nodes))
-    await _serve_until_stopped(create_app(extender), options)
+    app, public = _apps(extender, options)
+    await _serve_until_stopped(app, options, public)
 
 
 async def serve_cluster(
@@ -95,7 +183,7 @@ async def serve_cluster(
         except config.ConfigException:
             await config.load_kube_config()
     metrics = Metrics()
-    live = LiveConfig(on_reload=lambda result: metrics.config_reloads.labels(result).inc())
+    live = LiveConfig(on_reload=metrics.config_reloaded)
     view = ClusterView(required_kinds=KINDS)
     async with client.ApiClient() as api:
         extender = Extender(view, live, KubeBinder(api), metrics)
@@ -108,7 +196,8 @@ async def serve_cluster(
         ]
         tasks = [asyncio.create_task(r.run(), name=f"watch-{r.resource}") for r in reflectors]
         try:
-            await _serve_until_stopped(create_app(extender), options)
+            app, public = _apps(extender, options)
+            await _serve_until_stopped(app, options, public)
         finally:
             for task in tasks:
                 task.cancel()

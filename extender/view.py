@@ -84,6 +84,8 @@ class _Entry:
     gpus: tuple[int, ...] = ()
     placed: PodRequest | None = None
     assumed_at_s: float | None = None
+    model: str = ""
+    """GPU model of the node the pod was counted on (fair-share value weighting)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,20 @@ class PodPlacement:
     assumed: bool
     placed: PodRequest | None
     """What the pod takes out of the arrays (None: its node is unknown)."""
+
+
+@dataclass(frozen=True)
+class FairLedger:
+    """What fair shares are computed from, in GPUs (a share counts its fraction).
+
+    held : per (team, GPU model of the node) of bound pods
+    pending : per team, pending pods' GPUs
+    smallest_pending : per team, its smallest pending pod
+    """
+
+    held: dict[tuple[str, str], float]
+    pending: dict[str, float]
+    smallest_pending: dict[str, float]
 
 
 @dataclass
@@ -130,11 +146,17 @@ class ClusterView:
         self._pods: dict[str, _Entry] = {}
         self._by_node: dict[str, dict[str, None]] = {}
         self._teams: dict[str, str] = {}
+        self._cost_centers: dict[str, str] = {}
         self._quotas: dict[str, QuotaInfo] = {}
         self._priority_classes: dict[str, int] = {}
         self._resolved: dict[tuple[PodRequest, str], PodRequest] = {}
         self._allocated_milli: dict[tuple[str, str], int] = {}
         self._pending_milli: dict[tuple[str, str], int] = {}
+        self._allocated_model_milli: dict[tuple[str, str], int] = {}
+        self._pending_sizes: dict[str, dict[int, int]] = {}
+        self._pending_multi_gpu: dict[str, None] = {}
+        self.fair_version = 0
+        """Bumped whenever a team's GPUs, pending GPUs or weights may have changed."""
         self._gpu_seconds: dict[str, float] = {}
         self._accrued_at_s = clock()
         self._missing_kinds: set[str] = set(required_kinds)
@@ -160,6 +182,10 @@ class ClusterView:
 
     def team_of(self, namespace: str) -> str:
         return self._teams.get(namespace, namespace)
+
+    def cost_center_of(self, namespace: str) -> str:
+        """The namespace's cost-center label ("" when it has none); for chargeback only."""
+        return self._cost_centers.get(namespace, "")
 
     def lookup(self, uid: str) -> PodPlacement | None:
         entry = self._pods.get(uid)
@@ -201,6 +227,31 @@ class ClusterView:
                 quota[team] = quota.get(team, 0) + info.gpus
         return quota
 
+    def fair_ledger(self) -> FairLedger:
+        """GPUs held per (team, GPU model) and pending per team: what fair shares need."""
+        pending: dict[str, float] = {}
+        for (team, _), milli in self._pending_milli.items():
+            if milli:
+                pending[team] = pending.get(team, 0.0) + milli / MILLI_PER_GPU
+        return FairLedger(
+            {
+                key: milli / MILLI_PER_GPU
+                for key, milli in self._allocated_model_milli.items()
+                if milli
+            },
+            pending,
+            {
+                team: min(sizes) / MILLI_PER_GPU
+                for team, sizes in self._pending_sizes.items()
+                if sizes
+            },
+        )
+
+    def pending_multi_gpu_pods(self) -> list[PodPlacement]:
+        """Pending pods asking for more than one GPU (candidates for anti-starvation)."""
+        placements = (self.lookup(uid) for uid in self._pending_multi_gpu)
+        return [p for p in placements if p is not None]
+
     def priority_class_value(self, name: str) -> int | None:
         return self._priority_classes.get(name)
 
@@ -235,6 +286,7 @@ class ClusterView:
             self._upsert_pod(record)
         elif isinstance(record, NamespaceInfo):
             self._set_team(record.name, record.team)
+            self._set_cost_center(record.name, record.cost_center)
         elif isinstance(record, QuotaInfo):
             self._quotas[record_key(kind, record)] = record
         else:
@@ -250,6 +302,7 @@ class ClusterView:
                 self._remove(entry)
         elif kind == "namespace":
             self._set_team(key, key)
+            self._cost_centers.pop(key, None)
         elif kind == "quota":
             self._quotas.pop(key, None)
         else:
@@ -279,6 +332,11 @@ class ClusterView:
             teams = {r.name: r.team for r in event.records if isinstance(r, NamespaceInfo)}
             for name in self._teams.keys() | teams.keys():
                 self._set_team(name, teams.get(name, name))
+            self._cost_centers = {
+                r.name: r.cost_center
+                for r in event.records
+                if isinstance(r, NamespaceInfo) and r.cost_center
+            }
         elif kind == "quota":
             self._quotas = {
                 record_key(kind, r): r for r in event.records if isinstance(r, QuotaInfo)
@@ -461,6 +519,12 @@ class ClusterView:
             entry.request = self._resolve(entry.info.request, team)
             self._count(entry, +1)
 
+    def _set_cost_center(self, namespace: str, cost_center: str) -> None:
+        if cost_center:
+            self._cost_centers[namespace] = cost_center
+        else:
+            self._cost_centers.pop(namespace, None)
+
     def _accrue(self) -> None:
         now = self.clock()
         elapsed_s = now - self._accrued_at_s
@@ -478,11 +542,28 @@ class ClusterView:
         if not milli:
             return
         key = (entry.team, entry.request.pod_class.value)
+        self.fair_version += 1
         if entry.node:
             self._accrue()
             self._allocated_milli[key] = self._allocated_milli.get(key, 0) + sign * milli
+            if sign > 0:
+                spec = self._nodes.get(entry.node)
+                entry.model = spec.gpu_model if spec is not None else ""
+            by_model = (entry.team, entry.model)
+            self._allocated_model_milli[by_model] = (
+                self._allocated_model_milli.get(by_model, 0) + sign * milli
+            )
         else:
             self._pending_milli[key] = self._pending_milli.get(key, 0) + sign * milli
+            sizes = self._pending_sizes.setdefault(entry.team, {})
+            sizes[milli] = sizes.get(milli, 0) + sign
+            if not sizes[milli]:
+                del sizes[milli]
+            if entry.request.gpu_count > 1:
+                if sign > 0:
+                    self._pending_multi_gpu[entry.info.uid] = None
+                else:
+                    self._pending_multi_gpu.pop(entry.info.uid, None)
 
     # -- node set changes --------------------------------------------------------------------------
 
@@ -499,6 +580,7 @@ class ClusterView:
             fresh.free_milli[new_rows, :width] = old.free_milli[old_rows, :width]
             fresh.cpu_free_milli[new_rows] = old.cpu_free_milli[old_rows]
             fresh.memory_free_mib[new_rows] = old.memory_free_mib[old_rows]
+            fresh.preemptible_milli[new_rows] = old.preemptible_milli[old_rows]
         # Caches over the arrays (fragment aggregates, node groups) know a state by its
         # id(), which a new object may reuse: newer row versions make every row stale.
         fresh.row_version[:] = int(old.row_version.max(initial=0)) + 1

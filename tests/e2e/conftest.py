@@ -21,12 +21,14 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from .cluster import Cluster
 from .controlplane import BINARIES, ControlPlane, ControlPlaneError, wait_for
+from .fairpack_stack import FairpackStack
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -130,12 +132,45 @@ def pytest_runtest_makereport(
         cp = getattr(item, "funcargs", {}).get("control_plane")
         if isinstance(cp, ControlPlane):
             report.sections.append(("control plane logs", cp.dump_logs(lines=40)))
+        stack = getattr(item, "funcargs", {}).get("fairpack")
+        if isinstance(stack, FairpackStack):
+            report.sections.append(("fairpack logs", stack.log_tails(lines=60)))
     return report
 
 
 def _namespace_name(test_name: str) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:40].rstrip("-")
     return f"e2e-{base}-{uuid.uuid4().hex[:6]}"
+
+
+def _create_namespace(cp: ControlPlane, name: str, labels: dict[str, str]) -> None:
+    cp.api(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
+    )
+    wait_for(
+        lambda: cp.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
+        timeout=30,
+        what=f"the default ServiceAccount in {name}",
+    )
+
+
+def _delete_namespace(cp: ControlPlane, name: str) -> None:
+    # Namespace first (no new pods from controllers once it is Terminating), then pods.
+    cp.request("DELETE", f"/api/v1/namespaces/{name}")
+    cp.request(
+        "DELETE",
+        f"/api/v1/namespaces/{name}/pods",
+        {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
+    )
+
+    def no_pods() -> bool:
+        status, body = cp.request("GET", f"/api/v1/namespaces/{name}/pods")
+        return status == 200 and isinstance(body, dict) and not body.get("items")
+
+    with contextlib.suppress(TimeoutError):
+        wait_for(no_pods, timeout=30, what=f"the pods of {name} to be deleted")
 
 
 @pytest.fixture
@@ -145,36 +180,104 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     Teardown deletes the namespace and force-deletes its pods (grace period 0): without a
     kubelet nobody would finish a graceful deletion, and pods stuck in Terminating still
     hold their node's GPUs in the scheduler's accounting."""
-    cp = control_plane
     name = _namespace_name(request.node.name)
-    cp.api(
-        "POST",
-        "/api/v1/namespaces",
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": name, "labels": {"fairpack.e2e/test": "true"}},
-        },
-    )
-    wait_for(
-        lambda: cp.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
-        timeout=30,
-        what=f"the default ServiceAccount in {name}",
-    )
+    _create_namespace(control_plane, name, {"fairpack.e2e/test": "true"})
     try:
         yield name
     finally:
-        # Namespace first (no new pods from controllers once it is Terminating), then pods.
-        cp.request("DELETE", f"/api/v1/namespaces/{name}")
-        cp.request(
-            "DELETE",
-            f"/api/v1/namespaces/{name}/pods",
-            {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
+        _delete_namespace(control_plane, name)
+
+
+@pytest.fixture
+def make_namespace(control_plane: ControlPlane) -> Iterator[Callable[..., str]]:
+    """make_namespace(prefix, labels) -> a fresh namespace named prefix-<random>, deleted
+    (pods force-deleted) after the test; for tests that need several, e.g. one per team."""
+    created: list[str] = []
+
+    def make(prefix: str, labels: dict[str, str] | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        _create_namespace(control_plane, name, {"fairpack.e2e/test": "true", **(labels or {})})
+        created.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in created:
+            _delete_namespace(control_plane, name)
+
+
+# ------------------------------------------------------------------------------------ fairpack
+
+
+@pytest.fixture(scope="session")
+def fairpack(control_plane: ControlPlane) -> Iterator[FairpackStack]:
+    """``fairpack serve`` against the session's API server, and a second kube-scheduler (the
+    ``fairpack-scheduler`` profile) run from the shipped
+    manifests/scheduler/kube-scheduler-config.yaml with fairpack as its extender on loopback.
+
+    The default scheduler keeps running for every other scheduler name. Tests that stop or
+    restart either process leave it running again. Logs go to the control plane's logs
+    directory (kept when a test failed)."""
+    stack = FairpackStack(control_plane)
+    try:
+        stack.start()
+    except ControlPlaneError as err:
+        pytest.fail(f"fairpack or its kube-scheduler did not start:\n{err}", pytrace=False)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane, fairpack: FairpackStack) -> Iterator[Cluster]:
+    """The control plane and fairpack for one test, with its own fleet name (nodes it
+    creates through the Cluster are deleted afterwards). fairpack and its scheduler are
+    brought back if the test left them stopped."""
+    cluster = Cluster(control_plane, fairpack)
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+        if not fairpack.fairpack.running:
+            fairpack.start_fairpack()
+        if not fairpack.scheduler.running:
+            fairpack.start_scheduler()
+
+
+@pytest.fixture
+def fresh_fairpack(fairpack: FairpackStack) -> FairpackStack:
+    """fairpack restarted for this test: no pod shapes learned from earlier tests, so that
+    its fragmentation term can be recomputed from this test's pods alone."""
+    fairpack.restart_fairpack()
+    return fairpack
+
+
+PRIORITY_CLASSES = (
+    # The platform's two classes, (name, value, description); fairpack reads them as
+    # interactive and batch.
+    ("inference-critical", 1_000_000, "Online inference."),
+    ("batch-inference", 1_000, "Offline, preemptible batch inference."),
+)
+
+
+@pytest.fixture(scope="session")
+def priority_classes(control_plane: ControlPlane) -> dict[str, int]:
+    """The platform's PriorityClasses (created once; cluster-scoped), name -> value."""
+    for name, value, description in PRIORITY_CLASSES:
+        control_plane.api(
+            "POST",
+            "/apis/scheduling.k8s.io/v1/priorityclasses",
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": name},
+                "value": value,
+                "preemptionPolicy": "PreemptLowerPriority",
+                "globalDefault": False,
+                "description": description,
+            },
+            ok=(409,),
         )
-
-        def no_pods() -> bool:
-            status, body = cp.request("GET", f"/api/v1/namespaces/{name}/pods")
-            return status == 200 and isinstance(body, dict) and not body.get("items")
-
-        with contextlib.suppress(TimeoutError):
-            wait_for(no_pods, timeout=30, what=f"the pods of {name} to be deleted")
+    return {name: value for name, value, _ in PRIORITY_CLASSES}

@@ -525,8 +525,12 @@ class ControlPlane:
 
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver (SIGTERM) and start it again on the same port and etcd."""
-        self._terminate("kube-apiserver")
+        self.stop_apiserver()
         self.start_apiserver()
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver (SIGTERM); start_apiserver() brings it back on the same port."""
+        self._terminate("kube-apiserver")
 
     def start_controller_manager(self) -> None:
         kc = str(self.controller_manager_kubeconfig)

@@ -1,0 +1,75 @@
+"""The shipped KubeSchedulerConfiguration, as kube-scheduler runs it with fairpack."""
+
+from __future__ import annotations
+
+import yaml
+
+from .cluster import Cluster, poll
+from .fairpack_stack import SHIPPED_SCHEDULER_CONFIG
+from .fake_nodes import A100_80GB, gpu_node, gpu_pod
+
+
+def test_shipped_config_declares_fairpack_as_node_cache_capable_extender() -> None:
+    config = yaml.safe_load(SHIPPED_SCHEDULER_CONFIG.read_text())
+    assert config["apiVersion"] == "kubescheduler.config.k8s.io/v1"
+    assert config["kind"] == "KubeSchedulerConfiguration"
+    assert config["percentageOfNodesToScore"] == 100
+    assert [p["schedulerName"] for p in config["profiles"]] == ["fairpack-scheduler"]
+    (extender,) = config["extenders"]
+    assert extender["urlPrefix"].startswith("http://127.0.0.1:")  # the sidecar on loopback
+    assert extender["nodeCacheCapable"] is True
+    assert extender["ignorable"] is True
+    verbs = ("filterVerb", "prioritizeVerb", "preemptVerb", "bindVerb")
+    assert [extender[v] for v in verbs] == ["filter", "prioritize", "preempt", "bind"]
+    managed = {r["name"]: r.get("ignoredByScheduler", False) for r in extender["managedResources"]}
+    assert managed == {"nvidia.com/gpu": False, "fairpack.io/gpu-milli": True}
+    # One fairpack point (weight x 10) outweighs every in-tree score plugin together
+    # (100 x the sum of their weights, 15 with v1.35's defaults).
+    assert extender["weight"] * 10 > 100 * 15
+
+
+def test_fairpack_filters_scores_and_binds_a_gpu_pod(cluster: Cluster, namespace: str) -> None:
+    """kube-scheduler, run from the shipped file, sends a GPU pod through all of fairpack's
+    verbs, and fairpack posts the binding."""
+    stack = cluster.stack
+    node = f"{cluster.fleet}-a100"
+    cluster.create_nodes([gpu_node(node, A100_80GB, fleet=cluster.fleet)])
+    binds_before = stack.metrics().get('fairpack_binds_total{result="bound"}', 0.0)
+
+    cluster.create(namespace, gpu_pod("one-gpu", gpus=1, fleet=cluster.fleet))
+    assert cluster.wait_bound(namespace, "one-gpu") == node
+
+    explain = stack.explain(namespace, "one-gpu")
+    assert explain is not None, "fairpack has no decision for the pod it should have filtered"
+    assert explain["filter"]["passed"] == 1
+    assert explain["bind"]["node"] == node
+    assert stack.metrics()['fairpack_binds_total{result="bound"}'] == binds_before + 1
+    # The watch confirms fairpack's own bind: 7 of 8 GPUs left, nothing assumed any more.
+    cluster.wait_in_view({node})
+    state = stack.debug_state()
+    (row,) = [n for n in state["nodes"] if n["name"] == node]
+    assert row["free_gpus"] == 7
+
+
+def test_finished_pods_free_their_gpus(cluster: Cluster, namespace: str) -> None:
+    """A pod finishes by its phase (Succeeded) or by deletion with grace period 0; both
+    free its GPUs in fairpack's view, and kube-scheduler places the next pod there."""
+    node = f"{cluster.fleet}-a100"
+    cluster.create_nodes([gpu_node(node, A100_80GB, fleet=cluster.fleet)])
+    for name in ("done", "deleted"):
+        cluster.create(namespace, gpu_pod(name, gpus=4, fleet=cluster.fleet))
+        assert cluster.wait_bound(namespace, name) == node
+
+    def free_gpus() -> float:
+        return float(cluster.fairpack_view()["nodes"][node][1])
+
+    pod = cluster.pod(namespace, "done")
+    assert pod is not None
+    pod["status"]["phase"] = "Succeeded"
+    cluster.cp.api("PUT", f"/api/v1/namespaces/{namespace}/pods/done/status", pod)
+    poll(lambda: free_gpus() == 4, timeout=30, what=f"4 free GPUs on {node} in fairpack's view")
+    cluster.delete_pod(namespace, "deleted")
+    poll(lambda: free_gpus() == 8, timeout=30, what=f"8 free GPUs on {node} in fairpack's view")
+
+    cluster.create(namespace, gpu_pod("next", gpus=8, fleet=cluster.fleet))
+    assert cluster.wait_bound(namespace, "next") == node
