@@ -1,10 +1,21 @@
 """``fairpack simulate``: run placement policies through the FGD protocol and report.
 
     fairpack simulate --policy fgd,bestfit,fairpack --seeds 42-51 --json out.json --plot out.png
+    fairpack simulate --pods ../shared/data/alibaba-gpu-2023/openb_pod_list_default.csv:whole
+    fairpack simulate --cluster synthetic:nodes=2000,mix=h100x8:0.3,a100x8:0.3,l40sx4:0.2,l4x1:0.2 \
+        --workload synthetic:llm-serving --policy fairpack,fgd,bestfit --seeds 42
 
 Runs every (policy, seed) pair on all cores, prints a table (with the FGD
 authors' published figures beside ours when ``--reference`` has them) and writes
-the JSON the benchmark reports are made from.
+the JSON the benchmark reports are made from.  Besides the unallocated GPU % at
+arrived = 100%, each run reports, at that point, the stranded GPUs, the GPU memory
+allocated beyond the pods' minimums and the failed pods by size
+(``benchmarks/metrics.py``), and every decision's time (p50/p99 per policy).
+
+``--cluster`` is an openb node list or a ``synthetic:`` fleet, ``--workload`` an
+openb pod list or a ``synthetic:`` workload (``benchmarks/synthetic.py``);
+``--whole-gpus`` (or a ``:whole`` suffix on the pod list) rounds every GPU request
+up to whole GPUs.
 """
 
 from __future__ import annotations
@@ -22,15 +33,36 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks.floor import packing_floor_pct
+from benchmarks.metrics import SIZE_KEYS, percentiles_ms
 from benchmarks.policies import POLICIES
 from benchmarks.reference import PUBLISHED_NAMES, load_reference
-from benchmarks.simulator import RunResult, build_workload, simulate, workload_rng
+from benchmarks.simulator import (
+    RunResult,
+    TraceWorkload,
+    WorkloadSource,
+    as_workload,
+    simulate,
+    whole_gpus,
+    workload_rng,
+)
+from benchmarks.synthetic import (
+    SpecError,
+    SyntheticWorkload,
+    fleet_from_spec,
+    is_synthetic,
+    parse_fleet_spec,
+    parse_workload_spec,
+)
 from benchmarks.traces import BUILTIN_NODES, BUILTIN_PODS, TraceError, load_nodes, load_pods
 from scoring import NodeSpec, PodRequest
 
+WHOLE_SUFFIX = ":whole"
+
 _NODES: list[NodeSpec] = []
-_TRACE: list[PodRequest] = []
+_WORKLOAD: WorkloadSource = TraceWorkload(())
 
 
 class UsageError(ValueError):
@@ -66,14 +98,40 @@ def parse_policies(text: str) -> list[str]:
     return names
 
 
+def load_cluster(source: str) -> tuple[list[NodeSpec], str]:
+    """The nodes of an openb node list or a ``synthetic:`` fleet, and the source as reported."""
+    if is_synthetic(source):
+        return fleet_from_spec(source), str(parse_fleet_spec(source))
+    return load_nodes(source), source
+
+
+def load_workload(source: str, whole: bool = False) -> tuple[WorkloadSource, str]:
+    """An openb pod list (``:whole`` rounds it to whole GPUs) or a ``synthetic:`` workload.
+
+    Returns the workload and its name in reports: the pod list's stem (with
+    ``:whole``), or the canonical synthetic spec.
+    """
+    if is_synthetic(source):
+        # Synthetic pods take whole GPUs already: --whole-gpus changes nothing.
+        spec = parse_workload_spec(source)
+        return SyntheticWorkload(spec), str(spec)
+    if source.endswith(WHOLE_SUFFIX):
+        source, whole = source.removesuffix(WHOLE_SUFFIX), True
+    trace = [pod.request for pod in load_pods(source)]
+    name = Path(source.removeprefix("builtin:")).stem
+    if whole:
+        return TraceWorkload(whole_gpus(trace)), name + WHOLE_SUFFIX
+    return TraceWorkload(trace), name
+
+
 def _run(job: tuple[str, int, float]) -> RunResult:
     policy, seed, tune = job
-    return simulate(policy, _NODES, _TRACE, seed, tune)
+    return simulate(policy, _NODES, _WORKLOAD, seed, tune)
 
 
 def run_all(
     nodes: Sequence[NodeSpec],
-    trace: Sequence[PodRequest],
+    trace: Sequence[PodRequest] | WorkloadSource,
     policies: Sequence[str],
     seeds: Sequence[int],
     tune: float,
@@ -81,8 +139,8 @@ def run_all(
     progress: bool = True,
 ) -> list[RunResult]:
     """Every (policy, seed) pair, on ``jobs`` processes, in a stable order."""
-    global _NODES, _TRACE
-    _NODES, _TRACE = list(nodes), list(trace)
+    global _NODES, _WORKLOAD
+    _NODES, _WORKLOAD = list(nodes), as_workload(trace)
     work = [(policy, seed, tune) for policy in policies for seed in seeds]
     from tqdm import tqdm
 
@@ -121,6 +179,7 @@ def summarize(
             "unallocated_pct_at_100_std": round(statistics.pstdev(values), 3),
             "failed_pods_mean": round(statistics.fmean(r.failed_pods for r in runs), 1),
             "seconds_per_seed_mean": round(statistics.fmean(r.elapsed_s for r in runs), 3),
+            **_metrics_summary(runs),
         }
         # The authors' figures for the seeds we ran, so both means cover the same workloads.
         by_seed = (reference or {}).get(policy, {})
@@ -143,11 +202,36 @@ def summarize(
     }
 
 
+def _metrics_summary(runs: Sequence[RunResult]) -> dict[str, Any]:
+    """Means of the snapshot metrics and pooled decision-time percentiles of one policy."""
+    measured = [r.metrics for r in runs if r.metrics is not None]
+    entry: dict[str, Any] = {}
+    if measured:
+        keys = dict.fromkeys(k for m in measured for k in m.failed_pods_by_gpus)
+        entry |= {
+            "stranded_gpus_mean": round(statistics.fmean(m.stranded_gpus for m in measured), 1),
+            "gpu_memory_waste_gib_mean": round(
+                statistics.fmean(m.gpu_memory_waste_gib for m in measured), 1
+            ),
+            "failed_pods_by_gpus_mean": {
+                key: round(statistics.fmean(m.failed_pods_by_gpus.get(key, 0) for m in measured), 1)
+                for key in keys
+            },
+        }
+    p50, p99 = percentiles_ms(np.concatenate([r.decision_s for r in runs]))
+    return entry | {"decision_ms_p50": p50, "decision_ms_p99": p99}
+
+
+def _failed_cell(failed: dict[str, float]) -> str:
+    return " ".join(f"{key}:{failed[key]:g}" for key in failed if failed[key] or key in SIZE_KEYS)
+
+
 def print_table(report: dict[str, Any], out: Any = sys.stdout) -> None:
     summary = report["summary"]
     has_reference = any("published_unallocated_pct_at_100_mean" in e for e in summary.values())
     header = (
-        f"{'policy':<12} {'unallocated % @100':>18} {'std':>6} {'failed pods':>11} {'s/seed':>7}"
+        f"{'policy':<12} {'unallocated % @100':>18} {'std':>6} {'failed pods':>11}"
+        f" {'stranded GPUs':>13} {'mem waste GiB':>13} {'s/seed':>7} {'p50 ms':>7} {'p99 ms':>7}"
     )
     if has_reference:
         header += f" {'published':>9} {'diff':>6}"
@@ -157,7 +241,10 @@ def print_table(report: dict[str, Any], out: Any = sys.stdout) -> None:
         line = (
             f"{policy:<12} {entry['unallocated_pct_at_100_mean']:>18.2f}"
             f" {entry['unallocated_pct_at_100_std']:>6.2f} {entry['failed_pods_mean']:>11.1f}"
+            f" {entry.get('stranded_gpus_mean', math.nan):>13.1f}"
+            f" {entry.get('gpu_memory_waste_gib_mean', math.nan):>13.1f}"
             f" {entry['seconds_per_seed_mean']:>7.2f}"
+            f" {entry['decision_ms_p50']:>7.3f} {entry['decision_ms_p99']:>7.3f}"
         )
         if "published_unallocated_pct_at_100_mean" in entry:
             line += (
@@ -167,6 +254,9 @@ def print_table(report: dict[str, Any], out: Any = sys.stdout) -> None:
         print(line, file=out)
     floor = report["floor"]["unallocated_pct_at_100_mean"]
     print(f"{'floor (FFD)':<12} {floor:>18.2f}", file=out)
+    print("\nfailed pods by GPUs at arrived = 100% (mean per seed)", file=out)
+    for policy, entry in summary.items():
+        print(f"{policy:<12} {_failed_cell(entry.get('failed_pods_by_gpus_mean', {}))}", file=out)
 
 
 def plot(results: Sequence[RunResult], title: str, path: Path) -> None:
@@ -204,43 +294,54 @@ def report_for(
     jobs: int,
     reference_path: str | None,
     progress: bool = True,
+    whole: bool = False,
 ) -> tuple[dict[str, Any], list[RunResult]]:
-    """Simulate and summarise one trace: the JSON document ``--json`` writes."""
-    nodes = load_nodes(nodes_source)
-    trace = [pod.request for pod in load_pods(pods_source)]
+    """Simulate and summarise one trace: the JSON document ``--json`` writes.
+
+    ``nodes_source`` and ``pods_source`` are openb CSVs or ``synthetic:`` specs;
+    ``whole`` rounds a trace's GPU requests up to whole GPUs.
+    """
+    nodes, nodes_label = load_cluster(nodes_source)
+    source, workload = load_workload(pods_source, whole)
     capacity = sum(node.gpu_count for node in nodes) * 1000
+    if capacity == 0:
+        raise UsageError(f"{nodes_label}: the cluster has no GPUs")
     started = time.perf_counter()
-    results = run_all(nodes, trace, policies, seeds, tune, jobs, progress)
+    results = run_all(nodes, source, policies, seeds, tune, jobs, progress)
     wall_s = time.perf_counter() - started
     floors = {
-        seed: packing_floor_pct(build_workload(trace, capacity, tune, workload_rng(seed)), capacity)
+        seed: packing_floor_pct(source.arrivals(capacity, tune, workload_rng(seed)), capacity)
         for seed in seeds
     }
-    workload = Path(pods_source.removeprefix("builtin:")).stem
     reference = load_reference(reference_path, workload) if reference_path else None
     document = {
-        "trace": {"nodes": nodes_source, "pods": pods_source, "workload": workload},
+        "trace": {"nodes": nodes_label, "pods": pods_source, "workload": workload},
         "protocol": {"tune": tune, "seeds": list(seeds)},
         "wall_seconds": round(wall_s, 2),
         "jobs": jobs,
-        "results": [
-            {
-                "policy": r.policy,
-                "seed": r.seed,
-                "unallocated_pct_at_100": r.unallocated_pct_at_100,
-                "failed_pods": r.failed_pods,
-                "pods": r.pods,
-                "seconds": round(r.elapsed_s, 3),
-                "allocated_pct_by_arrived": {
-                    str(k): (None if math.isnan(v) else v)
-                    for k, v in r.allocated_pct_by_arrived.items()
-                },
-            }
-            for r in results
-        ],
+        "results": [_run_json(r) for r in results],
         **summarize(results, floors, reference),
     }
     return document, results
+
+
+def _run_json(result: RunResult) -> dict[str, Any]:
+    p50, p99 = percentiles_ms(result.decision_s)
+    return {
+        "policy": result.policy,
+        "seed": result.seed,
+        "unallocated_pct_at_100": result.unallocated_pct_at_100,
+        "failed_pods": result.failed_pods,
+        "pods": result.pods,
+        "seconds": round(result.elapsed_s, 3),
+        **(result.metrics.as_json() if result.metrics is not None else {}),
+        "decision_ms_p50": p50,
+        "decision_ms_p99": p99,
+        "allocated_pct_by_arrived": {
+            str(k): (None if math.isnan(v) else v)
+            for k, v in result.allocated_pct_by_arrived.items()
+        },
+    }
 
 
 def add_parser(commands: Any) -> None:
@@ -250,11 +351,26 @@ def add_parser(commands: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--nodes", default=BUILTIN_NODES, help="openb node list CSV (default: built-in)"
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--cluster",
+        help="openb node list CSV, or synthetic:nodes=N,mix=TYPE:WEIGHT,...[,spot=S][,seed=K]",
+    )
+    cluster.add_argument("--nodes", help="openb node list CSV (default: built-in)")
+    workload = parser.add_mutually_exclusive_group()
+    workload.add_argument(
+        "--workload",
+        help="openb pod list CSV, or synthetic:NAME[,interactive=SHARE]"
+        " (llm-serving, batch-inference, mixed)",
+    )
+    workload.add_argument(
+        "--pods",
+        help="openb pod list CSV, PATH:whole for whole GPUs (default: built-in default trace)",
     )
     parser.add_argument(
-        "--pods", default=BUILTIN_PODS, help="openb pod list CSV (default: built-in default trace)"
+        "--whole-gpus",
+        action="store_true",
+        help="round every GPU request up to whole GPUs (a sharing pod takes one GPU)",
     )
     parser.add_argument(
         "--policy", default=",".join(POLICIES), help=f"comma-separated, from {','.join(POLICIES)}"
@@ -274,10 +390,19 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--json", type=Path, help="write results and summary here")
     parser.add_argument("--plot", type=Path, help="write allocated %% vs arrived %% here (PNG)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--scenario",
+        choices=("fairness",),
+        help="instead of the FGD protocol: teams contending over time (benchmarks/fairness.py)",
+    )
     parser.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.scenario == "fairness":
+        from benchmarks import fairness
+
+        return fairness.main(args)
     try:
         policies = parse_policies(args.policy)
         seeds = parse_seeds(args.seeds)
@@ -286,16 +411,17 @@ def main(args: argparse.Namespace) -> int:
         if args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
         document, results = report_for(
-            args.nodes,
-            args.pods,
+            args.cluster or args.nodes or BUILTIN_NODES,
+            args.workload or args.pods or BUILTIN_PODS,
             policies,
             seeds,
             args.tune,
             args.jobs,
             args.reference,
             progress=not args.quiet,
+            whole=args.whole_gpus,
         )
-    except (UsageError, TraceError) as exc:
+    except (UsageError, TraceError, SpecError) as exc:
         print(f"fairpack simulate: {exc}", file=sys.stderr)
         return 2
     print_table(document)
@@ -314,4 +440,13 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["PUBLISHED_NAMES", "add_parser", "main", "parse_policies", "parse_seeds", "report_for"]
+__all__ = [
+    "PUBLISHED_NAMES",
+    "add_parser",
+    "load_cluster",
+    "load_workload",
+    "main",
+    "parse_policies",
+    "parse_seeds",
+    "report_for",
+]

@@ -6,17 +6,26 @@ pods with replacement and appending them until the GPU request would pass
 the run goes on.  After every pod, the arrived GPU milli (failed pods included)
 and the allocated GPU milli are recorded; the curve "allocated % by arrived %"
 is what the paper plots, and its value at arrived = 100% is the headline.
+
+A workload is either a trace (a list of requests, replayed as above) or any
+:class:`WorkloadSource`, such as ``benchmarks.synthetic.SyntheticWorkload``.
+Beyond the curve, a run measures the cluster when the arrived request first
+reaches capacity (``benchmarks.metrics``) and times every decision
+(``time.perf_counter`` around ``policy.select``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
+from benchmarks.metrics import RunMetrics, distinct_gpu_shapes, measure
 from benchmarks.policies import PolicyContext, make_policy
-from scoring import ClusterState, NodeSpec, PodRequest
+from scoring import MILLI_PER_GPU, ClusterState, NodeSpec, PodRequest
 
 ARRIVED_COLUMNS = range(0, 131)
 
@@ -30,6 +39,9 @@ class RunResult:
     failed_pods: int
     failed_gpu_milli: int
     elapsed_s: float
+    metrics: RunMetrics | None = None
+    decision_s: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
+    """Seconds each ``policy.select`` took, in arrival order."""
 
     @property
     def unallocated_pct_at_100(self) -> float:
@@ -66,6 +78,65 @@ def build_workload(
         workload.append(drawn)
 
 
+class WorkloadSource(Protocol):
+    """Where a run's arrivals, and FGD's view of the future, come from."""
+
+    def arrivals(
+        self, capacity_milli: int, tune: float, rng: np.random.Generator
+    ) -> list[PodRequest]:
+        """The run's pods, in arrival order."""
+        ...
+
+    def popularity_sample(self, seed: int) -> Sequence[PodRequest]:
+        """What the FGD baseline counts its typical shapes over (``PolicyContext.trace``)."""
+        ...
+
+    def shapes(self) -> Sequence[PodRequest]:
+        """Requests covering every shape the workload can produce (duplicates allowed)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TraceWorkload:
+    """A trace replayed by the FGD protocol (:func:`build_workload`)."""
+
+    trace: Sequence[PodRequest]
+
+    def arrivals(
+        self, capacity_milli: int, tune: float, rng: np.random.Generator
+    ) -> list[PodRequest]:
+        return build_workload(self.trace, capacity_milli, tune, rng)
+
+    def popularity_sample(self, seed: int) -> Sequence[PodRequest]:
+        return self.trace
+
+    def shapes(self) -> Sequence[PodRequest]:
+        return self.trace
+
+
+def as_workload(trace: Sequence[PodRequest] | WorkloadSource) -> WorkloadSource:
+    if isinstance(trace, Sequence):
+        return TraceWorkload(trace)
+    return trace
+
+
+def whole_gpus(trace: Sequence[PodRequest]) -> list[PodRequest]:
+    """The trace with every GPU request rounded up to whole GPUs (a sharing pod takes one)."""
+    return [
+        replace(request, milli_per_gpu=MILLI_PER_GPU) if request.is_sharing else request
+        for request in trace
+    ]
+
+
+def snapshot_index(arrived_milli: np.ndarray, capacity_milli: int) -> int:
+    """The first arrival at which the arrived request reaches capacity; the last if none does.
+
+    -1 for an empty workload.
+    """
+    reached = int(np.searchsorted(arrived_milli, capacity_milli, side="left"))
+    return min(reached, len(arrived_milli) - 1)
+
+
 def node_rank(n_nodes: int, seed: int) -> np.ndarray:
     """The run's fixed node order: the authors prefix node names with a random per-seed
     string and break score ties by name, which amounts to a random permutation."""
@@ -100,40 +171,56 @@ def allocation_by_arrived(
 def simulate(
     policy_name: str,
     nodes: Sequence[NodeSpec],
-    trace: Sequence[PodRequest],
+    trace: Sequence[PodRequest] | WorkloadSource,
     seed: int,
     tune: float = 1.3,
 ) -> RunResult:
     """One run of one policy on one seed."""
-    import time
-
+    source = as_workload(trace)
     state = ClusterState.from_nodes(nodes)
     capacity = state.total_gpu_milli
-    workload = build_workload(trace, capacity, tune, workload_rng(seed))
+    workload = source.arrivals(capacity, tune, workload_rng(seed))
     context = PolicyContext(
         rank=node_rank(state.n_nodes, seed),
         rng=np.random.default_rng([seed, 2]),
-        trace=trace,
+        trace=source.popularity_sample(seed),
     )
     policy = make_policy(policy_name, context)
     placed = getattr(policy, "placed", None)
-    arrived = np.cumsum([request.gpu_milli for request in workload])
+    arrived = np.cumsum([request.gpu_milli for request in workload], dtype=np.int64)
     used = np.empty(len(workload), dtype=np.int64)
+    decision_s = np.empty(len(workload))
+    snapshot_at = snapshot_index(arrived, capacity)
+    snapshot = state
+    placed_by_snapshot: list[tuple[int, PodRequest]] = []
+    failed_by_snapshot: list[PodRequest] = []
     used_milli = 0
     failed_pods = failed_milli = 0
-    started = time.perf_counter()
+    clock = time.perf_counter
+    started = clock()
     for i, request in enumerate(workload):
+        decision_started = clock()
         choice = policy.select(state, request)
+        decision_s[i] = clock() - decision_started
         if choice is None:
             failed_pods += 1
             failed_milli += request.gpu_milli
+            if i <= snapshot_at:
+                failed_by_snapshot.append(request)
         else:
             state.place(choice.row, request, choice.gpus)
             used_milli += request.gpu_milli
             if placed is not None:
                 placed(state, request, choice)
+            if i <= snapshot_at:
+                placed_by_snapshot.append((choice.row, request))
         used[i] = used_milli
-    elapsed = time.perf_counter() - started
+        if i == snapshot_at:
+            snapshot = state.copy()
+    elapsed = clock() - started
+    arrived_pct = (
+        100.0 * int(arrived[snapshot_at]) / capacity if snapshot_at >= 0 and capacity else 0.0
+    )
     return RunResult(
         policy=policy_name,
         seed=seed,
@@ -142,4 +229,12 @@ def simulate(
         failed_pods=failed_pods,
         failed_gpu_milli=failed_milli,
         elapsed_s=elapsed,
+        metrics=measure(
+            snapshot,
+            placed_by_snapshot,
+            failed_by_snapshot,
+            distinct_gpu_shapes(source.shapes()),
+            arrived_pct,
+        ),
+        decision_s=decision_s,
     )

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from benchmarks.policies import Choice, PolicyContext
 from benchmarks.policies.fairpack import FairpackPolicy
-from benchmarks.policies.fgd import FGDPolicy, typical_shapes
+from benchmarks.policies.fgd import FGDPolicy, gpu_memory_by_model, typical_shapes
 from scoring import (
     SPOT,
     ClusterState,
@@ -241,7 +241,10 @@ def test_fgd_with_grouping_chooses_what_scoring_every_node_chooses(
     trace = data.draw(st.lists(requests(), min_size=1, max_size=12), label="trace")
     rank = np.array(data.draw(st.permutations(range(state.n_nodes)), label="rank"))
     policy = FGDPolicy(PolicyContext(rank=rank, rng=np.random.default_rng(0), trace=trace))
-    reference = FragmentAggregates(typical_shapes(trace))
+    # FGD narrows a shape's models to those with its minimum GPU memory on this fleet.
+    reference = FragmentAggregates(
+        typical_shapes(trace, memory_by_model=gpu_memory_by_model(state))
+    )
     arrivals = data.draw(
         st.lists(st.sampled_from(trace), min_size=1, max_size=25), label="arrivals"
     )

@@ -15,6 +15,9 @@ GPU aggregates and refreshes only the rows whose ``ClusterState.row_version``
 moved since the last call (``place`` and ``release`` bump it), so a decision
 costs a few passes over flat per-node arrays.  :func:`feasible_mask` gives the
 same answers as ``scoring.feasibility.check_feasibility`` from those aggregates.
+The policies that score one node per group of identical nodes (FGD, fairpack)
+keep each group's best-ranked node up to date with :class:`GroupLeaders` rather
+than sorting every node per decision.
 
 GPU selection.  The authors' ``Open-Gpu-Share`` Reserve step picks the GPUs with
 its ``gpuSelMethod``; every baseline except Random runs with ``best``
@@ -102,6 +105,65 @@ class NodeAggregates:
             self.max_free_milli[stale] = emptiest
             self.max_partial_free_milli[stale] = emptiest_partial
         self._seen_version[stale] = state.row_version[stale]
+
+
+class GroupLeaders:
+    """The best-ranked node of each group of identical nodes, kept up to date per change.
+
+    What ``scoring.groups.NodeGroups.representatives(rows_by_rank)`` returns for all
+    the nodes, without its sort over every node per decision: a decision moves a
+    row or two between groups, and only the groups they leave or join can get
+    another leader.
+
+    rank : ndarray of shape (n_nodes,), the run's node order (lower first)
+    """
+
+    _REBUILD_ABOVE_ROWS = 64
+
+    def __init__(self, rank: IntArray) -> None:
+        self.rank = dense_rank(rank)
+        self.by_rank = np.argsort(self.rank, kind="stable")
+        self._group = np.zeros(0, dtype=np.int64)
+        self._leader: dict[int, int] = {}
+        self._members: dict[int, int] = {}
+        self._leaders = np.zeros(0, dtype=np.int64)
+
+    def leaders(self, group: IntArray) -> IntArray:
+        """Leader rows, best-ranked first; ``group`` is ``NodeGroups.group`` after ``refresh``."""
+        if len(group) != len(self._group):
+            self._rebuild(group)
+            return self._leaders
+        changed = (group != self._group).nonzero()[0]
+        if len(changed) == 0:
+            return self._leaders
+        if len(changed) > self._REBUILD_ABOVE_ROWS:
+            self._rebuild(group)
+            return self._leaders
+        rank, leader, members = self.rank, self._leader, self._members
+        for row in changed.tolist():
+            left, joined = int(self._group[row]), int(group[row])
+            members[left] -= 1
+            if members[left] == 0:
+                del members[left], leader[left]
+            elif leader[left] == row:
+                rows = (group == left).nonzero()[0]
+                leader[left] = int(rows[rank[rows].argmin()])
+            members[joined] = members.get(joined, 0) + 1
+            current = leader.get(joined)
+            if current is None or rank[row] < rank[current]:
+                leader[joined] = row
+        self._group = group.copy()
+        rows = np.fromiter(leader.values(), dtype=np.int64, count=len(leader))
+        self._leaders = rows[np.argsort(rank[rows])]
+        return self._leaders
+
+    def _rebuild(self, group: IntArray) -> None:
+        ids, first, counts = np.unique(group[self.by_rank], return_index=True, return_counts=True)
+        rows = self.by_rank[first]
+        self._leader = dict(zip(ids.tolist(), rows.tolist(), strict=True))
+        self._members = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+        self._group = group.copy()
+        self._leaders = rows[np.argsort(self.rank[rows])]
 
 
 def _aggregate(free_milli: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:

@@ -6,9 +6,8 @@ the default ``PolicyConfig``.  Ties (identical nodes) go to the run's node order
 
 from __future__ import annotations
 
-import numpy as np
-
 from benchmarks.policies.base import Choice, PolicyContext
+from benchmarks.policies.common import GroupLeaders
 from scoring import ClusterState, OnlineFragments, PodRequest, PolicyConfig, evaluate
 from scoring.groups import NodeGroups
 
@@ -16,7 +15,7 @@ from scoring.groups import NodeGroups
 class FairpackPolicy:
     def __init__(self, context: PolicyContext, config: PolicyConfig | None = None) -> None:
         self.rank = context.rank
-        self.by_rank = np.argsort(context.rank)
+        self.leaders = GroupLeaders(context.rank)
         self.config = config or PolicyConfig()
         self.fragments = OnlineFragments(self.config.shapes)
         self.groups = NodeGroups()
@@ -25,7 +24,7 @@ class FairpackPolicy:
         self.fragments.observe(request)
         # Identical nodes score identically: evaluate the best-ranked of each kind.
         self.groups.refresh(state)
-        rows = self.groups.representatives(self.by_rank)
+        rows = self.leaders.leaders(self.groups.group)
         evaluation = evaluate(state, request, rows, self.config, self.fragments.aggregates)
         best = evaluation.best(self.rank)
         if best is None:

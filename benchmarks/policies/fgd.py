@@ -10,16 +10,27 @@ pod tries every GPU that fits and the node scores its best GPU's score (lowest
 index on ties); a whole-GPU pod takes the lowest-index free GPUs.  The integer
 score makes ties common; the run's fixed node order breaks them, which is what
 turns FGD's ties into consolidation.
+
+Minimum GPU memory (synthetic fleets; the openb traces have none).  The authors'
+shapes know GPU models but not GPU memory, so a shape needing 40 GiB would count
+as fitting on a 24 GiB GPU and FGD would measure fragments against pods that can
+never land there.  A shape's memory minimum is therefore turned into the GPU
+models that have enough memory (per model, the smallest per-GPU memory of the
+nodes that have it), intersected with the shape's own models.  On a fleet where
+each model has one memory size (GPU Feature Discovery's product names tell the
+40 GB and 80 GB A100 apart) this is exact; traces without memory minimums get
+exactly the authors' shapes.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from benchmarks.policies.base import Choice, PolicyContext, best_by_rank
+from benchmarks.policies.common import GroupLeaders
 from scoring import ClusterState, FragmentAggregates, PodRequest, ShapeTable, check_feasibility
 from scoring.fragmentation import FloatArray
 from scoring.gpus import lowest_free_gpus
@@ -29,27 +40,63 @@ from scoring.state import IntArray
 
 POPULARITY_COVERAGE = 0.95
 MAX_NODE_SCORE = 100
+NO_MODEL = "(no GPU model with enough memory)"
+"""The model set of a shape that no GPU of the fleet has memory enough for."""
+
+MemoryShape = tuple[Shape, int]
+"""A shape and its minimum per-GPU memory (MiB)."""
+
+
+def gpu_memory_by_model(state: ClusterState) -> dict[str, int]:
+    """Per GPU model, the smallest per-GPU memory (MiB) among the nodes that have it."""
+    memory: dict[str, int] = {}
+    for model_id, node_memory in zip(
+        state.gpu_model.tolist(), state.gpu_memory_mib.tolist(), strict=True
+    ):
+        if model_id >= 0:
+            model = state.models[model_id]
+            memory[model] = min(memory.get(model, node_memory), node_memory)
+    return memory
+
+
+def _models_with_memory(
+    models: frozenset[str], min_gpu_memory_mib: int, memory_by_model: Mapping[str, int]
+) -> frozenset[str]:
+    enough = {model for model, mib in memory_by_model.items() if mib >= min_gpu_memory_mib}
+    allowed = enough & models if models else enough
+    return frozenset(allowed) if allowed else frozenset({NO_MODEL})
 
 
 def typical_shapes(
-    trace: Sequence[PodRequest], coverage: float = POPULARITY_COVERAGE
+    trace: Sequence[PodRequest],
+    coverage: float = POPULARITY_COVERAGE,
+    memory_by_model: Mapping[str, int] | None = None,
 ) -> ShapeTable:
-    """The authors' ``GetTypicalPods``: the most frequent shapes covering ``coverage`` of pods."""
-    counts = Counter(shape_of(request) for request in trace)
+    """The authors' ``GetTypicalPods``: the most frequent shapes covering ``coverage`` of pods.
 
-    def order(item: tuple[Shape, int]) -> tuple[int, int, int, int, str]:
-        (cpu, milli, gpus, models), count = item
-        return (count, cpu, milli, gpus, "|".join(sorted(models)))
+    With ``memory_by_model`` (:func:`gpu_memory_by_model`), a shape's minimum GPU
+    memory narrows its models (see the module docstring); without it, it is ignored.
+    """
+    counts = Counter((shape_of(r), r.min_gpu_memory_mib) for r in trace)
+
+    def order(item: tuple[MemoryShape, int]) -> tuple[int, int, int, int, str, int]:
+        ((cpu, milli, gpus, models), min_memory), count = item
+        return (count, cpu, milli, gpus, "|".join(sorted(models)), min_memory)
 
     ranked = sorted(counts.items(), key=order, reverse=True)
-    kept: list[tuple[Shape, int]] = []
+    kept: list[tuple[MemoryShape, int]] = []
     covered = 0
     for shape, count in ranked:
         if covered >= coverage * len(trace):
             break
         kept.append((shape, count))
         covered += count
-    return ShapeTable.from_rows([shape for shape, _ in kept], [count for _, count in kept])
+    rows = []
+    for (cpu, milli, gpus, models), min_memory in (shape for shape, _ in kept):
+        if min_memory and gpus and memory_by_model is not None:
+            models = _models_with_memory(models, min_memory, memory_by_model)
+        rows.append((cpu, milli, gpus, models))
+    return ShapeTable.from_rows(rows, [count for _, count in kept])
 
 
 def _fgd_score(fragment_before: FloatArray, fragment_after: FloatArray) -> IntArray:
@@ -61,15 +108,29 @@ def _fgd_score(fragment_before: FloatArray, fragment_after: FloatArray) -> IntAr
 class FGDPolicy:
     def __init__(self, context: PolicyContext) -> None:
         self.rank = context.rank
-        self.by_rank = np.argsort(context.rank)
+        self.leaders = GroupLeaders(context.rank)
+        self.trace = context.trace
+        self.needs_memory = any(r.min_gpu_memory_mib and r.gpu_count for r in context.trace)
+        # With memory minimums the shapes depend on the fleet: built on the first decision.
         self.aggregates = FragmentAggregates(typical_shapes(context.trace))
+        self._memory_by_model: dict[str, int] | None = None
         self.groups = NodeGroups()
 
+    def _shapes_for(self, state: ClusterState) -> None:
+        memory_by_model = gpu_memory_by_model(state)
+        if memory_by_model != self._memory_by_model:
+            self._memory_by_model = memory_by_model
+            shapes = typical_shapes(self.trace, memory_by_model=memory_by_model)
+            self.aggregates = FragmentAggregates(shapes)
+
     def select(self, state: ClusterState, request: PodRequest) -> Choice | None:
-        feasible = check_feasibility(state, request).mask
-        # Identical nodes score identically: score the best-ranked of each kind.
+        if self.needs_memory and self._memory_by_model is None:
+            self._shapes_for(state)
+        # Identical nodes score identically: score the best-ranked of each kind.  A group's
+        # nodes are all feasible or none is, so its leader is its best feasible node.
         self.groups.refresh(state)
-        rows = self.groups.representatives(self.by_rank[feasible[self.by_rank]])
+        leaders = self.leaders.leaders(self.groups.group)
+        rows = leaders[check_feasibility(state, request, leaders).mask]
         if len(rows) == 0:
             return None
         aggregates = self.aggregates

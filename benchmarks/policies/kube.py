@@ -44,7 +44,7 @@ from benchmarks.policies.common import (
     pick_best,
 )
 from scoring import ClusterState, PodRequest
-from scoring.state import MILLI_PER_GPU, IntArray
+from scoring.state import MILLI_PER_GPU, BoolArray, IntArray
 
 WEIGHT = 1
 """Every resource weighs 1 (cpu, memory and nvidia.com/gpu): the weighted sum is the plain sum."""
@@ -119,7 +119,10 @@ class _KubePolicy:
         self._allocatable_of: ClusterState | None = None
         self._cpu_memory = self._cpu_memory_gpu = Allocatable((), (), np.ones(0, dtype=np.int64))
 
-    def select(self, state: ClusterState, request: PodRequest) -> Choice | None:
+    def select(
+        self, state: ClusterState, request: PodRequest, allowed: BoolArray | None = None
+    ) -> Choice | None:
+        """The best node for ``request``; ``allowed`` (optional) narrows the nodes."""
         self.nodes.refresh(state)
         if state is not self._allocatable_of:
             cpu_memory = (state.cpu_capacity_milli, state.memory_capacity_mib)
@@ -127,6 +130,8 @@ class _KubePolicy:
             self._cpu_memory_gpu = Allocatable.of((*cpu_memory, state.gpu_count * MILLI_PER_GPU))
             self._allocatable_of = state
         mask = feasible_mask(state, request, self.nodes)
+        if allowed is not None:
+            mask = mask & allowed
         requested = [
             state.cpu_capacity_milli - state.cpu_free_milli + request.cpu_milli,
             state.memory_capacity_mib - state.memory_free_mib + request.memory_mib,

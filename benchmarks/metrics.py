@@ -1,0 +1,149 @@
+"""Placement quality beyond the allocation curve, measured at arrived = 100%.
+
+The simulator snapshots the cluster when the arrived GPU request first reaches
+capacity (or at the end of a run that never gets there) and measures:
+
+stranded_gpus
+    GPUs with free capacity (whole or partial) on nodes where none of the
+    workload's distinct GPU shapes fits any more, whether for lack of free GPUs,
+    GPU memory, GPU model, CPU or memory.  No pending pod can use them.
+gpu_memory_waste_gib
+    GPU memory allocated beyond need: for every placed pod that declares a
+    minimum per-GPU memory, ``(node per-GPU memory - minimum) x GPUs``.  Pods
+    without a minimum count 0 (openb traces have no memory information).
+failed_pods_by_gpus
+    Failed pods among those arrived by the snapshot, by size: ``"0"`` (CPU-only),
+    ``"share"`` (a fraction of one GPU), and the whole-GPU count (``"1"``, ``"2"``,
+    ``"4"``, ``"8"``, and any other count that occurs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks.policies.common import NodeAggregates, feasible_mask
+from scoring import ClusterState, PodRequest
+from scoring.state import BoolArray
+
+MIB_PER_GIB = 1024
+SIZE_KEYS = ("0", "1", "2", "4", "8", "share")
+"""Keys of ``failed_pods_by_gpus`` that are always present."""
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """The snapshot's measures; ``arrived_pct`` says where the snapshot was taken."""
+
+    arrived_pct: float
+    stranded_gpus: int
+    gpu_memory_waste_gib: float
+    failed_pods_by_gpus: dict[str, int]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "snapshot_arrived_pct": self.arrived_pct,
+            "stranded_gpus": self.stranded_gpus,
+            "gpu_memory_waste_gib": self.gpu_memory_waste_gib,
+            "failed_pods_by_gpus": dict(self.failed_pods_by_gpus),
+        }
+
+
+def resource_shape(request: PodRequest) -> PodRequest:
+    """The request with only what decides where it fits (no team, class or priority)."""
+    return PodRequest(
+        gpu_count=request.gpu_count,
+        milli_per_gpu=request.milli_per_gpu,
+        cpu_milli=request.cpu_milli,
+        memory_mib=request.memory_mib,
+        min_gpu_memory_mib=request.min_gpu_memory_mib,
+        allowed_models=request.allowed_models,
+    )
+
+
+def distinct_gpu_shapes(requests: Iterable[PodRequest]) -> list[PodRequest]:
+    """The distinct shapes of the GPU requests, smallest GPU request first."""
+    shapes = {resource_shape(r) for r in requests if r.gpu_count}
+    return sorted(
+        shapes,
+        key=lambda r: (
+            r.gpu_milli,
+            r.cpu_milli,
+            r.memory_mib,
+            r.min_gpu_memory_mib,
+            sorted(r.allowed_models),
+        ),
+    )
+
+
+def stranded_nodes(state: ClusterState, shapes: Sequence[PodRequest]) -> BoolArray:
+    """Nodes with free GPU milli where none of ``shapes`` fits, shape (n_nodes,)."""
+    nodes = NodeAggregates()
+    nodes.refresh(state)
+    open_rows = nodes.total_free_milli > 0
+    stranded = open_rows.copy()
+    for shape in shapes:
+        if not stranded.any():
+            break
+        stranded &= ~feasible_mask(state, shape, nodes)
+    return stranded
+
+
+def stranded_gpus(state: ClusterState, shapes: Sequence[PodRequest]) -> int:
+    """GPUs with any free milli on the :func:`stranded_nodes`."""
+    rows = stranded_nodes(state, shapes)
+    return int((state.free_milli[rows] > 0).sum())
+
+
+def gpu_memory_waste_mib(state: ClusterState, placed: Iterable[tuple[int, PodRequest]]) -> int:
+    """Per-GPU memory beyond each placed pod's declared minimum, times its GPUs.
+
+    placed : (row, request) of every placed pod; pods without a minimum count 0,
+        as do nodes whose GPU memory is unknown (0).
+    """
+    waste = 0
+    memory = state.gpu_memory_mib
+    for row, request in placed:
+        node_memory = int(memory[row])
+        if request.min_gpu_memory_mib and node_memory:
+            waste += (node_memory - request.min_gpu_memory_mib) * request.gpu_count
+    return waste
+
+
+def size_key(request: PodRequest) -> str:
+    """The ``failed_pods_by_gpus`` key of a request."""
+    return "share" if request.is_sharing else str(request.gpu_count)
+
+
+def pods_by_gpus(requests: Iterable[PodRequest]) -> dict[str, int]:
+    counts = dict.fromkeys(SIZE_KEYS, 0)
+    for request in requests:
+        key = size_key(request)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def measure(
+    state: ClusterState,
+    placed: Sequence[tuple[int, PodRequest]],
+    failed: Sequence[PodRequest],
+    shapes: Sequence[PodRequest],
+    arrived_pct: float,
+) -> RunMetrics:
+    """Every measure of one snapshot (``shapes`` from :func:`distinct_gpu_shapes`)."""
+    return RunMetrics(
+        arrived_pct=round(arrived_pct, 2),
+        stranded_gpus=stranded_gpus(state, shapes),
+        gpu_memory_waste_gib=round(gpu_memory_waste_mib(state, placed) / MIB_PER_GIB, 1),
+        failed_pods_by_gpus=pods_by_gpus(failed),
+    )
+
+
+def percentiles_ms(seconds: np.ndarray, quantiles: Sequence[float] = (50, 99)) -> list[float]:
+    """Percentiles of decision times given in seconds, in milliseconds (3 decimals)."""
+    if len(seconds) == 0:
+        return [float("nan")] * len(quantiles)
+    values = np.percentile(seconds, quantiles) * 1000.0
+    return [round(float(v), 3) for v in values]
