@@ -11,7 +11,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import Any, Protocol
 
@@ -21,7 +21,6 @@ from extender.config import FairpackConfig, LiveConfig
 from extender.errors import BadRequestError, BindError, ObjectError
 from extender.metrics import Metrics
 from extender.objects import PodInfo, pod_request
-from extender.victims import VictimRecord, select_victims
 from extender.view import ClusterView
 from extender.wire import (
     ExtenderArgs,
@@ -39,14 +38,30 @@ from scoring import (
     evaluate,
     extender_priorities,
 )
+from scoring.fairshare import (
+    PASS,
+    GateDecision,
+    TeamShares,
+    capacity_value,
+    fair_share_gate,
+    free_value,
+    gpu_value_per_row,
+    team_shares,
+    team_weights,
+)
+from scoring.fragmentation import FloatArray
 from scoring.groups import NodeGroups
+from scoring.starvation import is_starving, kept_off, reserved_rows
 from scoring.state import BoolArray, IntArray
+from scoring.victims import VictimDecision, VictimRecord, best_nodes, select_victims
 
 log = logging.getLogger(__name__)
 
 NEUTRAL_PRIORITY = 5
 """What prioritize gives a node the view does not know: no opinion either way."""
 UNKNOWN_NODE_REASON = "node(s) not yet in fairpack's view"
+HELD_NODE_REASON = "node(s) held for a starving {gpus}-GPU pod"
+"""Nodes kept free of smaller pods while a large pod waits for them to drain."""
 EXPLAIN_TOP_NODES = 5
 _REGROUP_AFTER = 8
 """Forget old node-group ids once there are this many per node."""
@@ -148,6 +163,45 @@ class _FilterMemo:
     outcome: Outcome
     passed_rows: IntArray
     passed_names: list[str]
+    fair_version: int = 0
+
+
+@dataclass(frozen=True)
+class _FairContext:
+    """Fair shares and node holds for one decision; None shares: fairness is off.
+
+    row_value : value of one GPU per node (None: every GPU is worth 1)
+    gpu_value : value of one GPU of a pending pod (the cluster's mean)
+    held_rows, held_for : nodes held for starving large pods, and their pods' GPU counts
+    """
+
+    shares: TeamShares | None
+    row_value: FloatArray | None = None
+    gpu_value: float = 1.0
+    held_rows: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    held_for: tuple[int, ...] = ()
+    starving: bool = False
+    """The pod is a starving large pod: the gate lets it through (``scoring.starvation``)."""
+
+    def request_gpus(self, request: PodRequest) -> float:
+        return request.gpu_milli / 1000 * self.gpu_value
+
+    def gate(
+        self, state: ClusterState, request: PodRequest, victims: Sequence[VictimRecord] = ()
+    ) -> GateDecision:
+        """The fair-share gate for ``request``, after evicting ``victims`` (preemption)."""
+        if self.shares is None or not request.gpu_count or self.starving:
+            return PASS
+        free = free_value(state, self.row_value) + sum(v.gpus for v in victims)
+        own = sum(v.gpus for v in victims if v.team == request.team)
+        return fair_share_gate(self.shares, request.team, self.request_gpus(request), free, own)
+
+    def kept_off_rows(self, request: PodRequest) -> tuple[IntArray, tuple[int, ...]]:
+        """Held rows ``request`` must keep off, and the GPU counts they are held for."""
+        if not self.held_for:
+            return np.zeros(0, dtype=np.int64), ()
+        off = kept_off(request, self.held_for)
+        return self.held_rows[off], tuple(self.held_for[i] for i in off.tolist())
 
 
 class _Bounded(OrderedDict[str, Any]):
@@ -195,6 +249,7 @@ class Extender:
         self._known_nodes: dict[str, _KnownNodes] = {}
         self._priority_encoder = HostPriorityEncoder()
         self._memo: _FilterMemo | None = None
+        self._fair_cache: tuple[Any, _FairContext] | None = None
         self._decisions = 0
         self._group_share = 0.0
         self._requests = _Bounded(request_cache_size)
@@ -274,6 +329,143 @@ class Extender:
             self.metrics.unknown_nodes.labels(verb).inc(len(names) - len(known))
         return cached.rows, known
 
+    # -- fair shares -----------------------------------------------------------------------------
+
+    def _fair(self, state: ClusterState, key: PodKey, request: PodRequest) -> _FairContext:
+        """Team shares (from the view, plus the pod itself when the view has not seen it)
+        and the nodes held for starving pods; also sets ``state.over_share_teams``."""
+        fairness = self.config.current.policy.fairness
+        if not fairness.enabled:
+            state.over_share_teams = frozenset()
+            return _FairContext(None)
+        quotas = self.view.quota_gpus_by_team()
+        cache_key = (
+            self.view.fair_version,
+            state.uid,
+            fairness,
+            tuple(sorted(quotas.items())),
+        )
+        cached = self._fair_cache
+        if cached is None or cached[0] != cache_key:
+            cached = (cache_key, self._fair_context(state, quotas))
+            self._fair_cache = cached
+            shares = cached[1].shares
+            assert shares is not None
+            for team, deserved in zip(shares.teams, shares.deserved.tolist(), strict=True):
+                self.metrics.gpus_deserved.labels(team).set(deserved)
+        context: _FairContext = cached[1]
+        placement = self.view.lookup(key.uid)
+        if request.gpu_count and (placement is None or placement.node):
+            # Not pending in the view (no watch yet, or a bind it has not caught up with):
+            # the pod's own demand still counts for its team.
+            context = self._with_pod(context, request, quotas)
+        held_rows, held_for = self._starvation_holds(state)
+        if held_for:
+            context = replace(context, held_rows=held_rows, held_for=held_for)
+        starvation = fairness.starvation
+        if (
+            starvation.enabled
+            and placement is not None
+            and not placement.node
+            and placement.info.started_s > 0
+            and is_starving(
+                request,
+                time.time() - placement.info.started_s,
+                starvation.min_gpus,
+                starvation.wait_s,
+            )
+        ):
+            context = replace(context, starving=True)
+        assert context.shares is not None
+        state.over_share_teams = context.shares.over_share_teams
+        return context
+
+    def _with_pod(
+        self, context: _FairContext, request: PodRequest, quotas: Mapping[str, int]
+    ) -> _FairContext:
+        """``context`` with ``request`` pending for its team."""
+        shares = context.shares
+        assert shares is not None
+        size = context.request_gpus(request)
+        teams = list(shares.teams)
+        weights, held, pending, smallest = (
+            shares.weights,
+            shares.held,
+            shares.pending.copy(),
+            shares.smallest_pending.copy(),
+        )
+        i = shares.index(request.team)
+        if i is None:
+            fairness = self.config.current.policy.fairness
+            weight = team_weights(
+                [request.team],
+                fairness.team_weights,
+                quotas,
+                fairness.default_weight,
+                from_quota=fairness.weights_from_quota,
+            )
+            teams.append(request.team)
+            weights = np.concatenate((weights, weight))
+            held = np.concatenate((held, [0.0]))
+            pending = np.concatenate((pending, [0.0]))
+            smallest = np.concatenate((smallest, [size]))
+            i = len(teams) - 1
+        smallest[i] = min(smallest[i], size) if pending[i] > 0 else size
+        pending[i] += size
+        return replace(
+            context,
+            shares=team_shares(teams, weights, held, pending, shares.capacity, smallest),
+        )
+
+    def _fair_context(self, state: ClusterState, quotas: Mapping[str, int]) -> _FairContext:
+        fairness = self.config.current.policy.fairness
+        ledger = self.view.fair_ledger()
+        values = fairness.gpu_values
+        row_value = gpu_value_per_row(state, values) if values else None
+        capacity = capacity_value(state, row_value)
+        gpus = float(state.gpu_count.sum())
+        gpu_value = capacity / gpus if gpus and row_value is not None else 1.0
+        held: dict[str, float] = {}
+        for (team, model), amount in ledger.held.items():
+            held[team] = held.get(team, 0.0) + amount * values.get(model, 1.0)
+        pending = {team: amount * gpu_value for team, amount in ledger.pending.items()}
+        smallest = {team: amount * gpu_value for team, amount in ledger.smallest_pending.items()}
+        teams = sorted(held.keys() | pending.keys())
+        weights = team_weights(
+            teams,
+            fairness.team_weights,
+            quotas,
+            fairness.default_weight,
+            from_quota=fairness.weights_from_quota,
+        )
+        shares = team_shares(
+            teams,
+            weights,
+            np.array([held.get(t, 0.0) for t in teams]),
+            np.array([pending.get(t, 0.0) for t in teams]),
+            capacity,
+            np.array([smallest.get(t, 0.0) for t in teams]),
+        )
+        return _FairContext(shares, row_value, gpu_value)
+
+    def _starvation_holds(self, state: ClusterState) -> tuple[IntArray, tuple[int, ...]]:
+        config = self.config.current.policy.fairness.starvation
+        if not config.enabled:
+            return np.zeros(0, dtype=np.int64), ()
+        now = time.time()
+        starving = sorted(
+            (
+                pod
+                for pod in self.view.pending_multi_gpu_pods()
+                if pod.info.started_s > 0
+                and is_starving(
+                    pod.request, now - pod.info.started_s, config.min_gpus, config.wait_s
+                )
+            ),
+            key=lambda pod: pod.info.started_s,
+        )
+        return reserved_rows(state, [pod.request for pod in starving], config.max_reserved_nodes)
+
     def _evaluate(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Evaluation:
         return evaluate(state, request, rows, self.config.current.policy, self.fragments.aggregates)
 
@@ -322,12 +514,17 @@ class Extender:
             self._observed.put(key.uid, None)
             self.fragments.observe(request)
         state = self.view.state
+        fair = self._fair(state, key, request)
         rows, known = self._rows(state, names, "filter")
         outcome = self._outcome(state, request, rows)
         feasibility = outcome.evaluation.feasibility
         mask = outcome.mask
         passed = list(compress(known, mask.tolist()))
-        if self.shortcuts:
+        held_back = self._held_back(state, fair, request, passed)
+        if held_back:
+            passed = [name for name in passed if name not in held_back]
+            self._memo = None
+        elif self.shortcuts:
             self._memo = _FilterMemo(
                 key.uid,
                 request,
@@ -338,6 +535,7 @@ class Extender:
                 outcome,
                 rows[mask],
                 passed,
+                self.view.fair_version,
             )
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
@@ -353,6 +551,11 @@ class Extender:
                 (unresolvable if check.unresolvable else failed).update(rejected)
                 rejected_counts[check.reason] = len(rejected)
                 self.metrics.filter_rejections.labels(check.reason).inc(len(rejected))
+        for reason in dict.fromkeys(held_back.values()):
+            count = sum(1 for r in held_back.values() if r == reason)
+            rejected_counts[reason] = count
+            self.metrics.filter_rejections.labels(reason).inc(count)
+        failed.update(held_back)
         if len(known) != len(names):
             unknown = [name for name in names if state.row_of(name) is None]
             if request.gpu_count:
@@ -384,6 +587,25 @@ class Extender:
             result["NodeNames"] = None
         return result
 
+    def _held_back(
+        self, state: ClusterState, fair: _FairContext, request: PodRequest, passed: list[str]
+    ) -> dict[str, str]:
+        """Nodes the fair-share levers take from ``passed``, with the reason for each."""
+        if not passed or fair.shares is None:
+            return {}
+        gate = fair.gate(state, request)
+        if gate.hold:
+            self.metrics.fairshare_holds.labels(request.team).inc()
+            return dict.fromkeys(passed, gate.reason)
+        off_rows, held_for = fair.kept_off_rows(request)
+        if not len(off_rows):
+            return {}
+        held = {
+            state.names[row]: HELD_NODE_REASON.format(gpus=gpus)
+            for row, gpus in zip(off_rows.tolist(), held_for, strict=True)
+        }
+        return {name: held[name] for name in passed if name in held}
+
     # -- prioritize ------------------------------------------------------------------------------
 
     def prioritize(self, args: ExtenderArgs) -> PreEncoded:
@@ -391,9 +613,11 @@ class Extender:
         key, request = self._pod(args.pod)
         names = self._node_names(args)
         state = self.view.state
+        self._fair(state, key, request)
         memo = self._memo
         if (
             memo is not None
+            and memo.fair_version == self.view.fair_version
             and memo.uid == key.uid
             and memo.state is state
             and memo.request == request
@@ -451,25 +675,46 @@ class Extender:
         key, request = self._pod(args.pod)
         proposals = self._proposals(args)
         state = self.view.state
+        fair = self._fair(state, key, request)
+        off_rows, held_for = fair.kept_off_rows(request)
+        held = dict(zip(off_rows.tolist(), held_for, strict=True))
         scratch: ClusterState | None = None
-        result: dict[str, Any] = {}
-        for node, (uids, pdb_violations) in proposals.items():
-            records = [self._victim(uid) for uid in uids]
-            decision = select_victims(request, records)
-            if decision.accepted and state.row_of(node) is not None:
+        decisions: dict[str, VictimDecision] = {}
+        for node, (uids, _) in proposals.items():
+            records = [self._victim(uid, fair) for uid in uids]
+            decision = select_victims(
+                request, records, fair.shares, preemptor_gpus=fair.request_gpus(request)
+            )
+            row = state.row_of(node)
+            if decision.accepted and fair.shares is not None:
+                gate = fair.gate(state, request, records)
+                if gate.hold:
+                    decision = VictimDecision(refused=gate.reason)
+                elif row is not None and row in held:
+                    decision = VictimDecision(refused=HELD_NODE_REASON.format(gpus=held[row]))
+            if decision.accepted and row is not None:
                 scratch = scratch if scratch is not None else state.copy()
                 if not self._fits_after_eviction(scratch, request, node, uids):
-                    decision = type(decision)(refused="the pod would not fit after the eviction")
+                    decision = VictimDecision(refused="the pod would not fit after the eviction")
             if not decision.accepted:
                 log.debug("preemption of %s on %s refused: %s", key.key, node, decision.refused)
                 self.metrics.preemption_nodes.labels("refused").inc()
-                continue
-            self.metrics.preemption_nodes.labels("accepted").inc()
-            result[node] = {
-                "Pods": [{"UID": victim.uid} for victim in decision.victims],
-                "NumPDBViolations": pdb_violations,
+            decisions[node] = decision
+        pdb_violations = {node: pdb for node, (_, pdb) in proposals.items()}
+        best = best_nodes(decisions, pdb_violations, fair.shares)
+        outranked = sum(1 for d in decisions.values() if d.accepted) - len(best)
+        self.metrics.preemption_nodes.labels("accepted").inc(len(best))
+        if outranked:
+            self.metrics.preemption_nodes.labels("outranked").inc(outranked)
+        return {
+            "NodeNameToMetaVictims": {
+                node: {
+                    "Pods": [{"UID": victim.uid} for victim in decisions[node].victims],
+                    "NumPDBViolations": pdb_violations[node],
+                }
+                for node in best
             }
-        return {"NodeNameToMetaVictims": result}
+        }
 
     @staticmethod
     def _proposals(args: ExtenderPreemptionArgs) -> dict[str, tuple[list[str], int]]:
@@ -492,11 +737,15 @@ class Extender:
             raise BadRequestError("NodeNameToMetaVictims and NodeNameToVictims are both null")
         return proposals
 
-    def _victim(self, uid: str) -> VictimRecord:
+    def _victim(self, uid: str, fair: _FairContext) -> VictimRecord:
         placement = self.view.lookup(uid)
         if placement is None:
             return VictimRecord(uid)
         request = placement.request
+        gpus = request.gpu_milli / 1000
+        if fair.row_value is not None:
+            row = self.view.state.row_of(placement.node)
+            gpus *= float(fair.row_value[row]) if row is not None else fair.gpu_value
         return VictimRecord(
             uid=uid,
             team=placement.team,
@@ -504,6 +753,7 @@ class Extender:
             priority=request.priority,
             preemptible=request.preemptible,
             started_s=placement.info.started_s,
+            gpus=gpus,
         )
 
     def _fits_after_eviction(

@@ -29,6 +29,7 @@ def _row_bytes(state: ClusterState, row: int) -> bytes:
             state.memory_free_mib[row],
             state.memory_capacity_mib[row],
             state.capacity_type[row],
+            state.preemptible_milli[row],
         ],
         dtype=np.int64,
     )

@@ -30,6 +30,53 @@ class ShapeLearning(BaseModel):
     )
 
 
+class StarvationConfig(BaseModel):
+    """When a large pod counts as starving, and how many nodes may be held for such pods."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    min_gpus: int = Field(8, ge=2, description="Pods asking at least this many GPUs are large.")
+    wait_s: float = Field(
+        600.0, ge=0, description="A large pod pending this long holds the node closest to fit it."
+    )
+    max_reserved_nodes: int = Field(
+        4, ge=0, description="At most this many nodes are held at once (one per starving pod)."
+    )
+
+
+class FairnessConfig(BaseModel):
+    """Teams' entitlements and the fair-share levers (see ``scoring.fairshare``).
+
+    A team's weight is ``team_weights[team]``, else (with ``weights_from_quota``)
+    the GPUs of its ResourceQuotas, else ``default_weight``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        True, description="Hold over-share pods at filter and weigh shares in preemption."
+    )
+    team_weights: dict[str, float] = Field(default_factory=dict)
+    weights_from_quota: bool = Field(
+        True, description="Weigh a team by its ResourceQuota on requests.<gpu> when not configured."
+    )
+    default_weight: float = Field(1.0, gt=0)
+    gpu_values: dict[str, float] = Field(
+        default_factory=dict,
+        description="Value of one GPU by model (1 when unlisted): an 80 GiB GPU-hour may count more.",
+    )
+    starvation: StarvationConfig = Field(default_factory=lambda: StarvationConfig())
+
+    @field_validator("team_weights", "gpu_values")
+    @classmethod
+    def _positive(cls, values: dict[str, float]) -> dict[str, float]:
+        for name, value in values.items():
+            if not value > 0:
+                raise ValueError(f"{name!r} must be > 0, got {value}")
+        return values
+
+
 class PolicyConfig(BaseModel):
     """Weights of the score terms (see ``scoring.terms``) and how shapes are learned."""
 
@@ -47,6 +94,7 @@ class PolicyConfig(BaseModel):
         ),
     )
     shapes: ShapeLearning = Field(default_factory=lambda: ShapeLearning())
+    fairness: FairnessConfig = Field(default_factory=lambda: FairnessConfig())
 
     @field_validator("weights")
     @classmethod

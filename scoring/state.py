@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from scoring.request import PodRequest
+from scoring.request import PodClass, PodRequest
 
 MILLI_PER_GPU = 1000
 
@@ -28,6 +28,11 @@ SPOT = 1
 
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
+
+
+def is_reclaimable(request: PodRequest) -> bool:
+    """A preemptible batch pod: what ``ClusterState.preemptible_milli`` counts."""
+    return request.preemptible and request.pod_class is PodClass.BATCH
 
 
 def name_order(name: str) -> int:
@@ -75,6 +80,11 @@ class ClusterState:
     row_version : ndarray of shape (n_nodes,)
         Bumped on every change of a row, so caches derived from a row (fragment
         aggregates) can tell which rows went stale without being told.
+    preemptible_milli : ndarray of shape (n_nodes,)
+        GPU milli held on the node by preemptible batch pods: what a reclaim can
+        take back there (the class terms read it).
+    over_share_teams : teams holding more than their deserved share, as the
+        caller last computed it (``scoring.fairshare``); empty when fairness is off.
     """
 
     names: list[str]
@@ -91,6 +101,8 @@ class ClusterState:
     pools: list[str] = field(default_factory=list)
     row_version: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     tie_break: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    preemptible_milli: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    over_share_teams: frozenset[str] = frozenset()
     uid: int = field(default_factory=lambda: next(_STATE_UIDS), repr=False)
     """Identifies this state object for derived caches (never reused, unlike ``id``)."""
     _row_of: dict[str, int] = field(default_factory=dict, repr=False)
@@ -125,6 +137,7 @@ class ClusterState:
         )
         state.row_version = np.zeros(len(nodes), dtype=np.int64)
         state.tie_break = np.array([name_order(node.name) for node in nodes], dtype=np.int64)
+        state.preemptible_milli = np.zeros(len(nodes), dtype=np.int64)
         state._row_of = {name: row for row, name in enumerate(state.names)}
         return state
 
@@ -182,6 +195,8 @@ class ClusterState:
             pools=self.pools,
             row_version=self.row_version.copy(),
             tie_break=self.tie_break,
+            preemptible_milli=self.preemptible_milli.copy(),
+            over_share_teams=self.over_share_teams,
         )
         clone._row_of = self._row_of
         clone._model_masks = self._model_masks
@@ -198,6 +213,8 @@ class ClusterState:
         self.memory_free_mib[row] -= request.memory_mib
         if request.gpu_count:
             self.free_milli[row, list(gpus)] -= request.milli_per_gpu
+            if is_reclaimable(request):
+                self.preemptible_milli[row] += request.gpu_milli
         self.row_version[row] += 1
         if (
             self.cpu_free_milli[row] < 0
@@ -225,4 +242,6 @@ class ClusterState:
         self.memory_free_mib[row] += request.memory_mib
         if request.gpu_count:
             self.free_milli[row, list(gpus)] += request.milli_per_gpu
+            if is_reclaimable(request):
+                self.preemptible_milli[row] -= request.gpu_milli
         self.row_version[row] += 1

@@ -246,7 +246,8 @@ def preempt_setup() -> tuple[Any, dict[str, Any], dict[str, Any]]:
     ("preemptor_class", "accepted"),
     [
         pytest.param(PodClass.BATCH, {"a100-0"}, id="batch-never-evicts-interactive"),
-        pytest.param(PodClass.INTERACTIVE, {"a100-0", "a100-1"}, id="interactive-may-evict-both"),
+        # Both nodes are acceptable; only the best tier (a batch victim) goes back.
+        pytest.param(PodClass.INTERACTIVE, {"a100-0"}, id="interactive-prefers-batch-victims"),
     ],
 )
 async def test_preempt_keeps_only_nodes_whose_victims_fairpack_agrees_to(

@@ -238,7 +238,7 @@ def test_best_takes_a_strictly_higher_score_over_rank() -> None:
 @pytest.mark.parametrize(
     ("weights", "message"),
     [
-        ({"best_fitt": 1.0}, "unknown score term 'best_fitt' (known: best_fit, fragmentation"),
+        ({"best_fitt": 1.0}, "unknown score term 'best_fitt' (known: best_fit, class_placement"),
         ({"best_fit": -1.0}, "weight of 'best_fit' must be >= 0, got -1.0"),
         ({"best_fit": float("nan")}, "weight of 'best_fit' must be >= 0, got nan"),
         ({"best_fit": 0.0, "memory_fit": 0.0}, "at least one score term needs a positive weight"),

@@ -30,7 +30,7 @@ from scoring import (
     ShapeTable,
     check_feasibility,
 )
-from scoring.terms import best_fit, fragmentation, memory_fit
+from scoring.terms import best_fit, class_placement, fragmentation, memory_fit, reclaim_cost
 
 
 def candidates_of(
@@ -42,7 +42,13 @@ def candidates_of(
 
 
 def test_registry_names_each_term_by_its_module() -> None:
-    assert {"best_fit": best_fit, "fragmentation": fragmentation, "memory_fit": memory_fit} == TERMS
+    assert {
+        "best_fit": best_fit,
+        "class_placement": class_placement,
+        "fragmentation": fragmentation,
+        "memory_fit": memory_fit,
+        "reclaim_cost": reclaim_cost,
+    } == TERMS
 
 
 @pytest.mark.parametrize("name", sorted(TERMS))

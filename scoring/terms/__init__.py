@@ -10,15 +10,27 @@ from collections.abc import Callable
 from scoring.candidates import Candidates
 from scoring.fragmentation import FloatArray
 from scoring.terms.best_fit import best_fit
+from scoring.terms.class_placement import class_placement
 from scoring.terms.fragmentation import fragmentation
 from scoring.terms.memory_fit import memory_fit
+from scoring.terms.reclaim_cost import reclaim_cost
 
 Term = Callable[[Candidates], FloatArray]
 
 TERMS: dict[str, Term] = {
     "best_fit": best_fit,
+    "class_placement": class_placement,
     "fragmentation": fragmentation,
     "memory_fit": memory_fit,
+    "reclaim_cost": reclaim_cost,
 }
 
-__all__ = ["TERMS", "Term", "best_fit", "fragmentation", "memory_fit"]
+__all__ = [
+    "TERMS",
+    "Term",
+    "best_fit",
+    "class_placement",
+    "fragmentation",
+    "memory_fit",
+    "reclaim_cost",
+]

@@ -1,0 +1,394 @@
+"""The service's fair-share levers: the filter gate, share-aware preempt, node holds, class terms.
+
+Bodies are shaped like kube-scheduler's (``extender_builders``); the cluster state
+comes into the view the way the watch brings it (Upserted records).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from extender_builders import (
+    filter_body,
+    node,
+    pod,
+    preempt_body,
+    request,
+    serve,
+    service,
+)
+
+from extender import Extender, LiveConfig, Upserted
+from extender.config import FairpackConfig
+from extender.objects import NamespaceInfo, QuotaInfo, pod_info
+from extender.wire import Pod
+from scoring import PodClass, PodRequest, PolicyConfig
+from scoring.policy import FairnessConfig
+
+INTERACTIVE = PodClass.INTERACTIVE
+
+
+async def post(client: Any, verb: str, body: Any) -> tuple[int, Any]:
+    response = await client.post(f"/{verb}", data=orjson.dumps(body))
+    return response.status, orjson.loads(await response.read())
+
+
+def platform(config: FairpackConfig | None = None, spot_second: bool = False) -> Extender:
+    """Two 8-GPU nodes; ml-team-a and ml-team-b with the platform's quotas (4 and 2 GPUs)."""
+    extender = service(
+        [node("gpu-0"), node("gpu-1", spot=spot_second)],
+        config=LiveConfig(config) if config is not None else None,
+    )
+    view = extender.view
+    view.apply(Upserted("namespace", NamespaceInfo("ml-team-a", "ml-team-a")))
+    view.apply(Upserted("namespace", NamespaceInfo("ml-team-b", "ml-team-b")))
+    view.apply(Upserted("quota", QuotaInfo("ml-team-a", "gpu-quota", 4)))
+    view.apply(Upserted("quota", QuotaInfo("ml-team-b", "gpu-quota", 2)))
+    return extender
+
+
+def add(extender: Extender, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Bring a pod into the view as the watch would."""
+    info = pod_info(Pod.model_validate(manifest), extender.config.current)
+    extender.view.apply(Upserted("pod", info))
+    return manifest
+
+
+def running(extender: Extender, name: str, req: PodRequest, node_name: str, ns: str) -> str:
+    manifest = add(extender, pod(name, req, namespace=ns, node_name=node_name, phase="Running"))
+    return str(manifest["metadata"]["uid"])
+
+
+def pending(extender: Extender, name: str, req: PodRequest, ns: str, age_s: float = 0.0) -> None:
+    manifest = pod(name, req, namespace=ns)
+    created = datetime.fromtimestamp(time.time() - age_s, UTC)
+    manifest["metadata"]["creationTimestamp"] = created.isoformat()
+    add(extender, manifest)
+
+
+def team_a_holds_14(extender: Extender) -> None:
+    running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+
+
+# --- filter: the gate ------------------------------------------------------------------------
+
+
+async def test_filter_holds_an_over_share_team_while_an_under_share_team_waits() -> None:
+    # 16 GPUs, weights 4:2 (the quotas).  Demand: a 14 + 1 (this pod), b 6 pending.
+    # Water-filling: 6 L = 16 -> L = 2.67 -> a 10.7, b 5.3 (both below their demand).
+    # a holds 14 > 10.7; b waits for min(6, 5.3 - 0) = 5.3 and 2 - 1 = 1 would be free.
+    extender = platform()
+    team_a_holds_14(extender)
+    for i in range(6):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    greedy = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, held = await post(client, "filter", filter_body(greedy, ["gpu-0", "gpu-1"]))
+        metrics = await (await client.get("/metrics")).text()
+    assert held["NodeNames"] == []
+    assert held["FailedNodes"]["gpu-1"] == (
+        "team ml-team-a holds 14.0 GPUs against a deserved 10.7; teams under their share"
+        " (ml-team-b 0.0/5.3) wait for 5.3 GPUs and 2.0 are free"
+    )
+    assert held["FailedNodes"]["gpu-0"] == "node(s) lack 1 free GPU"
+    assert 'fairpack_fairshare_holds_total{team="ml-team-a"} 1.0' in metrics
+    assert 'fairpack_gpus_deserved{team="ml-team-b"} 5.33' in metrics
+
+
+async def test_the_waiting_team_passes_the_gate() -> None:
+    extender = platform()
+    team_a_holds_14(extender)
+    pending(extender, "b-0", request(gpus=1), "ml-team-b")
+    waiting = pod("b-1", request(gpus=1), namespace="ml-team-b")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(waiting, ["gpu-0", "gpu-1"]))
+    assert answer["NodeNames"] == ["gpu-1"]
+
+
+async def test_filter_never_idles_gpus_when_nobody_else_waits() -> None:
+    # a holds 14 of 16 and nobody else asks: it borrows the rest
+    extender = platform()
+    team_a_holds_14(extender)
+    greedy = pod("a-2", request(gpus=2), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(greedy, ["gpu-0", "gpu-1"]))
+    assert answer["NodeNames"] == ["gpu-1"]
+
+
+async def test_configured_weights_beat_the_quota() -> None:
+    # weights 100:2 -> a deserves min(15, 16 x 100/102 = 15.7) = 15 and 14 + 1 <= 15
+    config = FairpackConfig(
+        policy=PolicyConfig(fairness=FairnessConfig(team_weights={"ml-team-a": 100.0}))
+    )
+    extender = platform(config)
+    team_a_holds_14(extender)
+    for i in range(6):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    greedy = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(greedy, ["gpu-1"]))
+    assert answer["NodeNames"] == ["gpu-1"]
+
+
+async def test_fairness_can_be_turned_off() -> None:
+    config = FairpackConfig(policy=PolicyConfig(fairness=FairnessConfig(enabled=False)))
+    extender = platform(config)
+    team_a_holds_14(extender)
+    for i in range(6):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    greedy = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(greedy, ["gpu-1"]))
+    assert answer["NodeNames"] == ["gpu-1"]
+
+
+async def test_namespaces_of_one_team_count_together() -> None:
+    # serving-prod and serving-dev are both team ml-team-b: 6 pending GPUs between them
+    extender = platform()
+    extender.view.apply(Upserted("namespace", NamespaceInfo("serving-prod", "ml-team-b")))
+    extender.view.apply(Upserted("namespace", NamespaceInfo("serving-dev", "ml-team-b")))
+    team_a_holds_14(extender)
+    for i in range(3):
+        pending(extender, f"p-{i}", request(gpus=1), "serving-prod")
+        pending(extender, f"d-{i}", request(gpus=1), "serving-dev")
+    greedy = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(greedy, ["gpu-1"]))
+    assert "ml-team-b 0.0/5.3" in answer["FailedNodes"]["gpu-1"]
+
+
+# --- filter: node holds for starving pods -----------------------------------------------------
+
+
+async def test_small_pods_keep_off_the_node_held_for_a_starving_large_pod() -> None:
+    # an 8-GPU pod of ml-team-b pending for 20 minutes (> 600 s): gpu-0 (6 free) is the
+    # closest to freeing 8 GPUs and is held; a 1-GPU pod goes to gpu-1 (2 free)
+    extender = platform()
+    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
+    small = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+    assert answer["NodeNames"] == ["gpu-1"]
+    assert answer["FailedNodes"] == {"gpu-0": "node(s) held for a starving 8-GPU pod"}
+
+
+async def test_a_large_pod_that_has_not_waited_long_holds_nothing() -> None:
+    extender = platform()
+    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    pending(extender, "big", request(gpus=8), "ml-team-b", age_s=60)
+    small = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+    assert answer["NodeNames"] == ["gpu-0", "gpu-1"]
+
+
+# --- prioritize: class terms ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pod_class", "best"),
+    [(INTERACTIVE, "gpu-0"), (PodClass.BATCH, "gpu-1")],
+    ids=["interactive-on-demand", "batch-spot"],
+)
+async def test_class_placement_steers_by_capacity_type(pod_class: PodClass, best: str) -> None:
+    # gpu-0 on-demand, gpu-1 spot, both empty: interactive (1 + 1) / 2 = 1 vs (0 + 1) / 2;
+    # batch (0 + 0) / 2 = 0 vs (1 + 0) / 2 = 0.5
+    config = FairpackConfig(policy=PolicyConfig(weights={"class_placement": 1.0}))
+    extender = platform(config, spot_second=True)
+    body = filter_body(pod("p", request(gpus=1, pod_class=pod_class)), ["gpu-0", "gpu-1"])
+    async with serve(extender) as client:
+        _, scores = await post(client, "prioritize", body)
+    assert max(scores, key=lambda s: s["Score"])["Host"] == best
+
+
+# --- preempt ----------------------------------------------------------------------------------
+
+
+async def test_an_over_share_team_never_preempts_an_under_share_team() -> None:
+    # a holds 14 (deserves 10.7 with b's demand of 2 running + 4 pending); b holds 2 of 5.3.
+    # a's interactive preemptor may take a's own batch pod (gpu-0) but not b's (gpu-1).
+    extender = platform()
+    own = running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    theirs = running(extender, "b-0", request(gpus=2), "gpu-1", "ml-team-b")
+    for i in range(4):
+        pending(extender, f"b-{i + 1}", request(gpus=1), "ml-team-b")
+    urgent = pod(
+        "a-chat", request(gpus=2, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-a"
+    )
+    async with serve(extender) as client:
+        _, answer = await post(
+            client, "preempt", preempt_body(urgent, {"gpu-0": [own], "gpu-1": [theirs]})
+        )
+    assert answer == {
+        "NodeNameToMetaVictims": {"gpu-0": {"Pods": [{"UID": own}], "NumPDBViolations": 0}}
+    }
+
+
+async def test_preempt_takes_victims_from_the_team_furthest_over_its_share() -> None:
+    # three teams, weights 4:2:1 (ml-team-c has no quota: default weight 1), 16 GPUs.
+    # a holds 10, c holds 6; b asks 6 (pending, plus this pod).  Demand a 10, b 6, c 6:
+    # 7 L = 16 -> L = 2.29: a 9.1, b 4.6, c 2.3 -> a is 0.9 over, c 3.7 over: c's pods go
+    extender = platform()
+    extender.view.apply(Upserted("namespace", NamespaceInfo("ml-team-c", "ml-team-c")))
+    a_victim = running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=6), "gpu-0", "ml-team-a")
+    running(extender, "a-2", request(gpus=2), "gpu-1", "ml-team-a")
+    c_victim = running(extender, "c-0", request(gpus=6), "gpu-1", "ml-team-c")
+    for i in range(5):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    urgent = pod(
+        "b-chat", request(gpus=1, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-b"
+    )
+    async with serve(extender) as client:
+        _, answer = await post(
+            client, "preempt", preempt_body(urgent, {"gpu-0": [a_victim], "gpu-1": [c_victim]})
+        )
+    assert set(answer["NodeNameToMetaVictims"]) == {"gpu-1"}
+
+
+async def test_preempt_for_a_held_back_pod_is_refused() -> None:
+    # weights 4:2:1 (ml-team-c: default 1), 16 GPUs.  Demand a 12 + 1, b 6, c 4:
+    # 7 L = 16 -> L = 2.29: a 9.1, b 4.6, c 2.3.  c is over its share, so its pod may be a
+    # victim; but a would grow further over its own while b waits for 4.6 GPUs and the
+    # eviction frees 0 + 1 - 1 = 0 of them: the gate holds, the node is refused.
+    extender = platform()
+    extender.view.apply(Upserted("namespace", NamespaceInfo("ml-team-c", "ml-team-c")))
+    running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=4), "gpu-1", "ml-team-a")
+    running(extender, "c-0", request(gpus=3), "gpu-1", "ml-team-c")
+    victim = running(extender, "c-1", request(gpus=1), "gpu-1", "ml-team-c")
+    for i in range(6):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    urgent = pod(
+        "a-chat", request(gpus=1, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-a"
+    )
+    async with serve(extender) as client:
+        _, answer = await post(client, "preempt", preempt_body(urgent, {"gpu-1": [victim]}))
+    assert answer == {"NodeNameToMetaVictims": {}}
+
+
+async def test_an_over_share_team_may_swap_its_own_batch_for_interactive() -> None:
+    # the same over-share team evicting its own 1-GPU batch pod for a 1-GPU interactive
+    # one does not grow: the gate lets it through whoever waits
+    extender = platform()
+    running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=5), "gpu-1", "ml-team-a")
+    own = running(extender, "a-2", request(gpus=1), "gpu-1", "ml-team-a")
+    for i in range(6):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    urgent = pod(
+        "a-chat", request(gpus=1, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-a"
+    )
+    async with serve(extender) as client:
+        _, answer = await post(client, "preempt", preempt_body(urgent, {"gpu-1": [own]}))
+    assert set(answer["NodeNameToMetaVictims"]) == {"gpu-1"}
+
+
+async def test_preempt_with_a_single_team_keeps_the_old_rules() -> None:
+    # one team: nobody is over a share; every acceptable node of the best class tier stays
+    extender = platform()
+    first = running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
+    second = running(extender, "a-1", request(gpus=8), "gpu-1", "ml-team-a")
+    urgent = pod(
+        "a-chat", request(gpus=8, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-a"
+    )
+    async with serve(extender) as client:
+        _, answer = await post(
+            client, "preempt", preempt_body(urgent, {"gpu-0": [first], "gpu-1": [second]}, pdb=0)
+        )
+    assert set(answer["NodeNameToMetaVictims"]) == {"gpu-0", "gpu-1"}
+
+
+async def test_interactive_may_evict_interactive_when_that_is_all_there_is() -> None:
+    extender = platform()
+    chat = running(
+        extender, "a-0", request(gpus=8, pod_class=INTERACTIVE, priority=10), "gpu-0", "ml-team-a"
+    )
+    urgent = pod(
+        "a-chat", request(gpus=8, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-a"
+    )
+    async with serve(extender) as client:
+        _, answer = await post(client, "preempt", preempt_body(urgent, {"gpu-0": [chat]}))
+    assert set(answer["NodeNameToMetaVictims"]) == {"gpu-0"}
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def test_fairness_config_is_read_from_the_configmap() -> None:
+    from extender.config import parse_config
+
+    document = """
+policy:
+  weights: {fragmentation: 1, memory_fit: 1, class_placement: 0.5, reclaim_cost: 0.5}
+  fairness:
+    team_weights: {ml-team-a: 4, ml-team-b: 2}
+    gpu_values: {A100: 2.0}
+    starvation: {min_gpus: 4, wait_s: 300}
+"""
+    fairness = parse_config({"config.yaml": document}).policy.fairness
+    assert fairness.team_weights == {"ml-team-a": 4.0, "ml-team-b": 2.0}
+    assert (fairness.starvation.min_gpus, fairness.starvation.wait_s) == (4, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            "policy: {fairness: {team_weights: {ml-team-a: 0}}}",
+            "policy.fairness.team_weights: Value error, 'ml-team-a' must be > 0",
+        ),
+        ("policy: {fairness: {starvation: {min_gpus: 1}}}", "policy.fairness.starvation.min_gpus"),
+        ("policy: {fairness: {quota: true}}", "policy.fairness.quota: Extra inputs"),
+    ],
+    ids=["zero-weight", "min-gpus", "unknown-field"],
+)
+def test_a_bad_fairness_config_is_refused_with_its_path(document: str, message: str) -> None:
+    from extender.config import parse_config
+    from extender.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        parse_config({"config.yaml": document})
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "held_back"),
+    [
+        # plain GPUs: 16 GPUs, a holds 8 and asks 1, b asks 12; 6 L = 16 -> a min(9, 10.7) = 9:
+        # 8 + 1 <= 9 -> pass
+        ({}, False),
+        # an A100 worth 2: capacity 8 x 2 + 8 x 1 = 24, a pending GPU worth the mean 1.5.
+        # a holds 16, asks 1.5; b asks 12 x 1.5 = 18: 6 L = 24 -> L = 4 -> a 16, b 8.
+        # 16 + 1.5 > 16 and b waits for 8 with 8 x 1 = 8 free (8 - 1.5 < 8) -> held
+        ({"A100": 2.0}, True),
+    ],
+    ids=["plain-gpus", "a100-worth-two"],
+)
+async def test_gpu_values_weigh_what_a_team_holds(
+    values: dict[str, float], held_back: bool
+) -> None:
+    config = FairpackConfig(policy=PolicyConfig(fairness=FairnessConfig(gpu_values=values)))
+    extender = service(
+        [node("gpu-0", model="A100"), node("gpu-1", model="T4", gpu_memory_mib=16384)],
+        config=LiveConfig(config),
+    )
+    view = extender.view
+    for team, quota in (("ml-team-a", 4), ("ml-team-b", 2)):
+        view.apply(Upserted("namespace", NamespaceInfo(team, team)))
+        view.apply(Upserted("quota", QuotaInfo(team, "gpu-quota", quota)))
+    running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
+    for i in range(12):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    greedy = pod("a-1", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(greedy, ["gpu-1"]))
+    assert (answer["NodeNames"] == []) == held_back
