@@ -23,18 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.policies.base import Choice, PolicyContext
 from benchmarks.policies.common import (
     MAX_NODE_SCORE,
     MAX_SPEC_CPU_MILLI,
     MAX_SPEC_GPU_MILLI,
-    NodeAggregates,
-    best_fit_gpus,
-    dense_rank,
-    feasible_mask,
-    pick_best,
+    FreeTotalsPolicy,
 )
-from scoring import ClusterState, PodRequest
 from scoring.state import IntArray
 
 CPU_WEIGHT = 0.5
@@ -67,21 +61,5 @@ def normalize_scores(scores: IntArray) -> IntArray:
     return (scores - lowest) * MAX_NODE_SCORE // (highest - lowest)
 
 
-class BestFitPolicy:
-    def __init__(self, context: PolicyContext) -> None:
-        self.rank = dense_rank(context.rank)
-        self.nodes = NodeAggregates()
-
-    def select(self, state: ClusterState, request: PodRequest) -> Choice | None:
-        self.nodes.refresh(state)
-        mask = feasible_mask(state, request, self.nodes)
-        scores = best_fit_scores(
-            state.cpu_free_milli,
-            self.nodes.total_free_milli,
-            request.cpu_milli,
-            request.gpu_milli,
-        )
-        row = pick_best(mask, scores, self.rank)
-        if row is None:
-            return None
-        return Choice(row, best_fit_gpus(state.free_milli[row], request))
+class BestFitPolicy(FreeTotalsPolicy):
+    score_nodes = staticmethod(best_fit_scores)

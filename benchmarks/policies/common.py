@@ -29,8 +29,11 @@ ties; a whole-GPU pod takes the lowest-index fully free GPUs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from benchmarks.policies.base import Choice, PolicyContext
 from scoring import ClusterState, PodRequest
 from scoring.state import MILLI_PER_GPU, BoolArray, IntArray
 
@@ -262,3 +265,29 @@ def trunc_div(numerator: IntArray, denominator: int) -> IntArray:
     number lies at least 1/denominator from one, beyond the division's rounding.
     """
     return (numerator / denominator).astype(np.int64)
+
+
+class FreeTotalsPolicy:
+    """A policy that scores each node from its free CPU and free GPU milli alone.
+
+    BestFit and DotProd differ only in ``score_nodes(cpu_free_milli, gpu_free_milli,
+    cpu_request_milli, gpu_request_milli)``; both take the tightest GPU(s) on the
+    winner.  Subclasses set ``score_nodes`` to their scorer.
+    """
+
+    score_nodes: Callable[[IntArray, IntArray, int, int], IntArray]
+
+    def __init__(self, context: PolicyContext) -> None:
+        self.rank = dense_rank(context.rank)
+        self.nodes = NodeAggregates()
+
+    def select(self, state: ClusterState, request: PodRequest) -> Choice | None:
+        self.nodes.refresh(state)
+        mask = feasible_mask(state, request, self.nodes)
+        scores = type(self).score_nodes(
+            state.cpu_free_milli, self.nodes.total_free_milli, request.cpu_milli, request.gpu_milli
+        )
+        row = pick_best(mask, scores, self.rank)
+        if row is None:
+            return None
+        return Choice(row, best_fit_gpus(state.free_milli[row], request))

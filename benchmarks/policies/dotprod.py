@@ -22,18 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.policies.base import Choice, PolicyContext
 from benchmarks.policies.common import (
     MAX_NODE_SCORE,
     MAX_SPEC_CPU_MILLI,
     MAX_SPEC_GPU_MILLI,
-    NodeAggregates,
-    best_fit_gpus,
-    dense_rank,
-    feasible_mask,
-    pick_best,
+    FreeTotalsPolicy,
 )
-from scoring import ClusterState, PodRequest
 from scoring.state import IntArray
 
 VECTOR_LENGTH = 2
@@ -60,21 +54,5 @@ def dot_product_scores(
     return (MAX_NODE_SCORE * (1.0 - half_dot)).astype(np.int64)
 
 
-class DotProdPolicy:
-    def __init__(self, context: PolicyContext) -> None:
-        self.rank = dense_rank(context.rank)
-        self.nodes = NodeAggregates()
-
-    def select(self, state: ClusterState, request: PodRequest) -> Choice | None:
-        self.nodes.refresh(state)
-        mask = feasible_mask(state, request, self.nodes)
-        scores = dot_product_scores(
-            state.cpu_free_milli,
-            self.nodes.total_free_milli,
-            request.cpu_milli,
-            request.gpu_milli,
-        )
-        row = pick_best(mask, scores, self.rank)
-        if row is None:
-            return None
-        return Choice(row, best_fit_gpus(state.free_milli[row], request))
+class DotProdPolicy(FreeTotalsPolicy):
+    score_nodes = staticmethod(dot_product_scores)
