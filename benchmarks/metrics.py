@@ -11,6 +11,10 @@ gpu_memory_waste_gib
     GPU memory allocated beyond need: for every placed pod that declares a
     minimum per-GPU memory, ``(node per-GPU memory - minimum) x GPUs``.  Pods
     without a minimum count 0 (openb traces have no memory information).
+gpu_memory_waste_pct
+    The same waste as a share of the GPU memory those pods were given.  The GiB
+    alone reward a policy that fails large pods (what is not placed wastes
+    nothing); the share compares policies that placed different amounts.
 failed_pods_by_gpus
     Failed pods among those arrived by the snapshot, by size: ``"0"`` (CPU-only),
     ``"share"`` (a fraction of one GPU), and the whole-GPU count (``"1"``, ``"2"``,
@@ -40,6 +44,7 @@ class RunMetrics:
     arrived_pct: float
     stranded_gpus: int
     gpu_memory_waste_gib: float
+    gpu_memory_waste_pct: float
     failed_pods_by_gpus: dict[str, int]
 
     def as_json(self) -> dict[str, object]:
@@ -47,6 +52,7 @@ class RunMetrics:
             "snapshot_arrived_pct": self.arrived_pct,
             "stranded_gpus": self.stranded_gpus,
             "gpu_memory_waste_gib": self.gpu_memory_waste_gib,
+            "gpu_memory_waste_pct": self.gpu_memory_waste_pct,
             "failed_pods_by_gpus": dict(self.failed_pods_by_gpus),
         }
 
@@ -97,19 +103,29 @@ def stranded_gpus(state: ClusterState, shapes: Sequence[PodRequest]) -> int:
     return int((state.free_milli[rows] > 0).sum())
 
 
-def gpu_memory_waste_mib(state: ClusterState, placed: Iterable[tuple[int, PodRequest]]) -> int:
-    """Per-GPU memory beyond each placed pod's declared minimum, times its GPUs.
+def gpu_memory_given_mib(
+    state: ClusterState, placed: Iterable[tuple[int, PodRequest]]
+) -> tuple[int, int]:
+    """GPU memory given to placed pods that declare a minimum, and the part beyond it.
 
     placed : (row, request) of every placed pod; pods without a minimum count 0,
         as do nodes whose GPU memory is unknown (0).
+    Returns ``(given, waste)`` in MiB: per pod, its node's per-GPU memory times its
+    GPUs, and that less its minimum times its GPUs.
     """
-    waste = 0
+    given = waste = 0
     memory = state.gpu_memory_mib
     for row, request in placed:
         node_memory = int(memory[row])
         if request.min_gpu_memory_mib and node_memory:
+            given += node_memory * request.gpu_count
             waste += (node_memory - request.min_gpu_memory_mib) * request.gpu_count
-    return waste
+    return given, waste
+
+
+def gpu_memory_waste_mib(state: ClusterState, placed: Iterable[tuple[int, PodRequest]]) -> int:
+    """Per-GPU memory beyond each placed pod's declared minimum, times its GPUs."""
+    return gpu_memory_given_mib(state, placed)[1]
 
 
 def size_key(request: PodRequest) -> str:
@@ -133,10 +149,12 @@ def measure(
     arrived_pct: float,
 ) -> RunMetrics:
     """Every measure of one snapshot (``shapes`` from :func:`distinct_gpu_shapes`)."""
+    given, waste = gpu_memory_given_mib(state, placed)
     return RunMetrics(
         arrived_pct=round(arrived_pct, 2),
         stranded_gpus=stranded_gpus(state, shapes),
-        gpu_memory_waste_gib=round(gpu_memory_waste_mib(state, placed) / MIB_PER_GIB, 1),
+        gpu_memory_waste_gib=round(waste / MIB_PER_GIB, 1),
+        gpu_memory_waste_pct=round(100.0 * waste / given, 2) if given else 0.0,
         failed_pods_by_gpus=pods_by_gpus(failed),
     )
 

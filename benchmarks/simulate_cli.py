@@ -213,6 +213,9 @@ def _metrics_summary(runs: Sequence[RunResult]) -> dict[str, Any]:
             "gpu_memory_waste_gib_mean": round(
                 statistics.fmean(m.gpu_memory_waste_gib for m in measured), 1
             ),
+            "gpu_memory_waste_pct_mean": round(
+                statistics.fmean(m.gpu_memory_waste_pct for m in measured), 2
+            ),
             "failed_pods_by_gpus_mean": {
                 key: round(statistics.fmean(m.failed_pods_by_gpus.get(key, 0) for m in measured), 1)
                 for key in keys
@@ -231,7 +234,8 @@ def print_table(report: dict[str, Any], out: Any = sys.stdout) -> None:
     has_reference = any("published_unallocated_pct_at_100_mean" in e for e in summary.values())
     header = (
         f"{'policy':<12} {'unallocated % @100':>18} {'std':>6} {'failed pods':>11}"
-        f" {'stranded GPUs':>13} {'mem waste GiB':>13} {'s/seed':>7} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'stranded GPUs':>13} {'mem waste GiB':>13} {'waste %':>7}"
+        f" {'s/seed':>7} {'p50 ms':>7} {'p99 ms':>7}"
     )
     if has_reference:
         header += f" {'published':>9} {'diff':>6}"
@@ -243,6 +247,7 @@ def print_table(report: dict[str, Any], out: Any = sys.stdout) -> None:
             f" {entry['unallocated_pct_at_100_std']:>6.2f} {entry['failed_pods_mean']:>11.1f}"
             f" {entry.get('stranded_gpus_mean', math.nan):>13.1f}"
             f" {entry.get('gpu_memory_waste_gib_mean', math.nan):>13.1f}"
+            f" {entry.get('gpu_memory_waste_pct_mean', math.nan):>7.2f}"
             f" {entry['seconds_per_seed_mean']:>7.2f}"
             f" {entry['decision_ms_p50']:>7.3f} {entry['decision_ms_p99']:>7.3f}"
         )

@@ -142,12 +142,15 @@ def test_measure_combines_the_parts() -> None:
     metrics = measure(state, placed, [whole(2)], [whole(2)], arrived_pct=100.004)
     assert metrics.stranded_gpus == 1
     assert metrics.gpu_memory_waste_gib == 420.0
+    # given: 7 x 80 = 560 GiB, so 420 / 560 = 75%
+    assert metrics.gpu_memory_waste_pct == 75.0
     assert metrics.failed_pods_by_gpus["2"] == 1
     assert metrics.arrived_pct == 100.0
     assert set(metrics.as_json()) == {
         "snapshot_arrived_pct",
         "stranded_gpus",
         "gpu_memory_waste_gib",
+        "gpu_memory_waste_pct",
         "failed_pods_by_gpus",
     }
 

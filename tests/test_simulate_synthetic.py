@@ -242,6 +242,7 @@ def test_report_for_a_synthetic_run_has_the_new_summary_keys() -> None:
         for key in (
             "stranded_gpus_mean",
             "gpu_memory_waste_gib_mean",
+            "gpu_memory_waste_pct_mean",
             "decision_ms_p50",
             "decision_ms_p99",
         ):
