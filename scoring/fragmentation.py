@@ -8,13 +8,27 @@ not use there:
   shape's milli free;
 * otherwise, and always for a CPU-only shape: all of the node's free GPU milli.
 
+That is FGD's measure, and it asks only whether *one* more pod of the shape
+fits.  A node with four free GPUs and CPU left for one 1-GPU pod passes that
+test, yet three of its GPUs are as lost as dust.  With ``cpu_stranding`` (the
+fairpack policy's default) the fragment of a shape that fits also counts the
+GPU milli that copies of the shape could take but the node's CPU cannot feed:
+
+    copies_gpu = sum over GPUs of floor(free / milli)    (a sharing shape)
+               = floor(GPUs with all milli free / count)  (a whole-GPU shape)
+    copies_cpu = floor(free CPU / the shape's CPU)
+    stranded   = max(0, copies_gpu - copies_cpu) x milli x count
+
+(never more than the free milli: one copy is fed).  A placement that eats the
+CPU next to free GPUs then shows the GPUs it strands.
+
 A node's fragment F is the popularity-weighted sum over shapes.  A placement is
 good when it makes F grow little (or shrink).
 
 Computing F from scratch costs O(shapes x GPUs) per node.  Scoring a placement
 changes only the GPUs the pod takes, so :class:`FragmentAggregates` keeps, per
-node and shape, the count of GPUs at or above the shape's milli and the free
-milli below it; the fragment after a hypothetical placement follows from those
+node and shape, the count of GPUs at or above the shape's milli, the free
+milli below it and the copies a sharing shape's GPUs hold; the fragment after a hypothetical placement follows from those
 in O(shapes), for every candidate at once.
 """
 
@@ -33,6 +47,10 @@ from scoring.state import MILLI_PER_GPU, BoolArray, ClusterState, IntArray
 FloatArray = NDArray[np.float64]
 
 
+ShapeKey = tuple[int, int, int, frozenset[str], int]
+"""A pod shape: ``(cpu_milli, milli_per_gpu, gpu_count, allowed_models, min_gpu_memory_mib)``."""
+
+
 @dataclass(frozen=True)
 class ShapeTable:
     """Pod shapes and their popularity.
@@ -41,6 +59,9 @@ class ShapeTable:
         ``milli_per_gpu`` is 0 for a CPU-only shape.
     allowed_models : tuple of frozenset, length n_shapes (empty = any model)
     weight : ndarray of shape (n_shapes,), summing to 1
+    min_gpu_memory_mib : ndarray of shape (n_shapes,), the per-GPU memory a shape
+        needs (0 = any): a 40 GiB shape never fits a 24 GiB GPU, so its free GPUs
+        are fragment to it.
     """
 
     cpu_milli: IntArray
@@ -48,14 +69,15 @@ class ShapeTable:
     gpu_count: IntArray
     allowed_models: tuple[frozenset[str], ...]
     weight: FloatArray
+    min_gpu_memory_mib: IntArray
 
     @classmethod
     def from_rows(
         cls,
-        rows: Sequence[tuple[int, int, int, frozenset[str]]],
+        rows: Sequence[ShapeKey | tuple[int, int, int, frozenset[str]]],
         weights: Sequence[float],
     ) -> ShapeTable:
-        """Build from ``(cpu_milli, milli_per_gpu, gpu_count, allowed_models)`` rows."""
+        """Build from :data:`ShapeKey` rows (without the memory minimum: 0)."""
         total = float(sum(weights))
         if not rows or total <= 0:
             raise ValueError("a shape table needs at least one shape with positive weight")
@@ -65,40 +87,57 @@ class ShapeTable:
             gpu_count=np.array([row[2] for row in rows], dtype=np.int32),
             allowed_models=tuple(row[3] for row in rows),
             weight=np.asarray(weights, dtype=np.float64) / total,
+            min_gpu_memory_mib=np.array(
+                [row[4] if len(row) > 4 else 0 for row in rows], dtype=np.int64
+            ),
         )
 
     @property
     def n_shapes(self) -> int:
         return len(self.weight)
 
-    def keys(self) -> list[tuple[int, int, int, frozenset[str]]]:
-        """Each shape as ``(cpu_milli, milli_per_gpu, gpu_count, allowed_models)``."""
+    def keys(self) -> list[ShapeKey]:
+        """Each shape as a :data:`ShapeKey`."""
         return list(
             zip(
                 self.cpu_milli.tolist(),
                 self.milli_per_gpu.tolist(),
                 self.gpu_count.tolist(),
                 self.allowed_models,
+                self.min_gpu_memory_mib.tolist(),
                 strict=True,
             )
         )
 
     def model_ok(self, state: ClusterState) -> BoolArray:
-        """Whether each node's GPU model is allowed for each shape, shape (n_nodes, n_shapes)."""
-        return np.stack([state.model_mask(models) for models in self.allowed_models], axis=1)
+        """Whether each node's GPUs suit each shape (model and memory), shape (n_nodes, n_shapes)."""
+        models = np.stack([state.model_mask(models) for models in self.allowed_models], axis=1)
+        return models & (state.gpu_memory_mib[:, None] >= self.min_gpu_memory_mib[None, :])
 
 
-def _count_and_sum_below(free_milli: IntArray, shape_milli: IntArray) -> tuple[IntArray, IntArray]:
-    """Per row and shape: GPUs with free >= shape milli, and free milli below it.
+def _copies_per_gpu(free_milli: IntArray, shape_milli: IntArray) -> IntArray:
+    """Shares of each sharing shape that a GPU with ``free_milli`` free could hold.
+
+    0 for whole-GPU and CPU-only shapes: their copies follow from the count of
+    fully free GPUs.  Broadcasts ``free_milli[..., None]`` against the shapes.
+    """
+    sharing = (shape_milli > 0) & (shape_milli < MILLI_PER_GPU)
+    return np.where(sharing, free_milli[..., None] // np.maximum(shape_milli, 1), 0)
+
+
+def _aggregate(free_milli: IntArray, shape_milli: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    """Per row and shape: GPUs with free >= shape milli, free milli below it, and copies.
 
     free_milli : ndarray of shape (n_rows, max_gpus)
     shape_milli : ndarray of shape (n_shapes,)
-    Returns two ndarrays of shape (n_rows, n_shapes).
+    Returns three ndarrays of shape (n_rows, n_shapes); copies as
+    :func:`_copies_per_gpu`, summed over the row's GPUs.
     """
     at_least = free_milli[:, None, :] >= shape_milli[None, :, None]
     count = at_least.sum(axis=2)
     below = np.where(at_least, 0, free_milli[:, None, :]).sum(axis=2)
-    return count, below
+    copies = _copies_per_gpu(free_milli, shape_milli).sum(axis=1)
+    return count, below, copies
 
 
 def _fragment(
@@ -107,11 +146,13 @@ def _fragment(
     cpu_free_milli: IntArray,
     count_at_least: IntArray,
     sum_below: IntArray,
+    share_copies: IntArray | None,
     total_free: IntArray,
 ) -> FloatArray:
     """F per row from its aggregates; all arrays are per row (and per shape).
 
     ``gpu_shape_ok`` is the model check, already false for CPU-only shapes.
+    ``share_copies`` None is FGD's measure; otherwise CPU-stranded GPUs count.
     """
     fits = (
         gpu_shape_ok
@@ -119,21 +160,34 @@ def _fragment(
         & (count_at_least >= shapes.gpu_count[None, :])
     )
     fragment = np.where(fits, sum_below, total_free[:, None])
+    if share_copies is not None:
+        whole = shapes.milli_per_gpu >= MILLI_PER_GPU
+        gpu_copies = np.where(
+            whole, count_at_least // np.maximum(shapes.gpu_count, 1), share_copies
+        )
+        cpu_copies = cpu_free_milli[:, None] // np.maximum(shapes.cpu_milli, 1)
+        # A shape without CPU is never short of it.
+        short = np.where(shapes.cpu_milli > 0, np.maximum(gpu_copies - cpu_copies, 0), 0)
+        stranded = short * (shapes.milli_per_gpu * shapes.gpu_count)
+        fragment = np.where(fits, fragment + stranded, fragment)
     # Not a matmul: BLAS may sum in another order for another batch size, and FGD's
     # integer score flips on the last bit when a node's fragment does not change.
     return (fragment * shapes.weight).sum(axis=1)  # type: ignore[no-any-return]
 
 
-def node_fragment(state: ClusterState, rows: IntArray, shapes: ShapeTable) -> FloatArray:
+def node_fragment(
+    state: ClusterState, rows: IntArray, shapes: ShapeTable, cpu_stranding: bool = False
+) -> FloatArray:
     """F of each node in ``rows``, computed from scratch (the reference path)."""
     free = state.free_milli[rows]
-    count, below = _count_and_sum_below(free, shapes.milli_per_gpu)
+    count, below, copies = _aggregate(free, shapes.milli_per_gpu)
     return _fragment(
         shapes,
         shapes.model_ok(state)[rows] & (shapes.milli_per_gpu > 0),
         state.cpu_free_milli[rows],
         count,
         below,
+        copies if cpu_stranding else None,
         free.sum(axis=1),
     )
 
@@ -143,29 +197,37 @@ class FragmentAggregates:
     """Per-node fragment aggregates for one shape table, refreshed lazily.
 
     Rows are recomputed only when their ``row_version`` in the state moved, so a
-    simulator or a live view pays O(changed rows) per decision.
+    simulator or a live view pays O(changed rows) per decision.  ``cpu_stranding``
+    adds the GPUs that the node's CPU cannot feed (see the module docstring);
+    without it, F is FGD's.
     """
 
     shapes: ShapeTable
+    cpu_stranding: bool = False
     gpu_shape_ok: BoolArray = field(init=False)
     count_at_least: IntArray = field(init=False)
     sum_below: IntArray = field(init=False)
+    share_copies: IntArray = field(init=False)
     total_free: IntArray = field(init=False)
     fragment: FloatArray = field(init=False)
     _at_least_table: IntArray = field(init=False)
     _below_table: IntArray = field(init=False)
+    _copies_table: IntArray = field(init=False)
     _versions: IntArray = field(init=False)
     _state_uid: int = field(init=False, default=-1)
     _fragment_stale: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         # Per free-milli value v and shape s: whether v >= the shape's milli, and
-        # what v adds to the free milli below it.  A hypothetical change of one
-        # GPU is then two row lookups instead of comparisons per candidate.
-        values = np.arange(MILLI_PER_GPU + 1, dtype=np.int32)[:, None]
+        # what v adds to the free milli below it, and the shares it holds.  A
+        # hypothetical change of one GPU is then row lookups instead of
+        # comparisons per candidate.
+        free = np.arange(MILLI_PER_GPU + 1, dtype=np.int64)
+        values = free[:, None]
         at_least = values >= self.shapes.milli_per_gpu[None, :]
         self._at_least_table = at_least.astype(np.int32)
         self._below_table = np.where(at_least, 0, values).astype(np.int32)
+        self._copies_table = _copies_per_gpu(free, self.shapes.milli_per_gpu).astype(np.int32)
 
     def refresh(self, state: ClusterState) -> None:
         if self._state_uid != state.uid or len(self._versions) != state.n_nodes:
@@ -175,6 +237,7 @@ class FragmentAggregates:
             # (candidates x shapes), and halving their width halves the hot path.
             self.count_at_least = np.zeros((state.n_nodes, self.shapes.n_shapes), np.int32)
             self.sum_below = np.zeros_like(self.count_at_least)
+            self.share_copies = np.zeros_like(self.count_at_least)
             self.total_free = np.zeros(state.n_nodes, np.int32)
             self.fragment = np.zeros(state.n_nodes)
             self._versions = np.full(state.n_nodes, -1, dtype=np.int64)
@@ -188,6 +251,7 @@ class FragmentAggregates:
                 state.cpu_free_milli,
                 self.count_at_least,
                 self.sum_below,
+                self.share_copies if self.cpu_stranding else None,
                 self.total_free,
             )
             self._fragment_stale = False
@@ -212,9 +276,10 @@ class FragmentAggregates:
 
     def _refresh_rows(self, state: ClusterState, stale: IntArray) -> None:
         free = state.free_milli[stale]
-        count, below = _count_and_sum_below(free, self.shapes.milli_per_gpu)
+        count, below, copies = _aggregate(free, self.shapes.milli_per_gpu)
         self.count_at_least[stale] = count
         self.sum_below[stale] = below
+        self.share_copies[stale] = copies
         self.total_free[stale] = free.sum(axis=1)
         self.fragment[stale] = _fragment(
             self.shapes,
@@ -222,6 +287,7 @@ class FragmentAggregates:
             state.cpu_free_milli[stale],
             count,
             below,
+            copies if self.cpu_stranding else None,
             self.total_free[stale],
         )
         self._versions[stale] = state.row_version[stale]
@@ -245,6 +311,7 @@ class FragmentAggregates:
         """
         count = self.count_at_least[rows]
         below = self.sum_below[rows]
+        copies = self.share_copies[rows] if self.cpu_stranding else None
         total = self.total_free[rows]
         if gpus_changed:
             count = count + gpus_changed * (
@@ -253,6 +320,10 @@ class FragmentAggregates:
             below = below + gpus_changed * (
                 self._below_table[free_after] - self._below_table[free_before]
             )
+            if copies is not None:
+                copies = copies + gpus_changed * (
+                    self._copies_table[free_after] - self._copies_table[free_before]
+                )
             taken = gpus_changed * (np.asarray(free_before) - np.asarray(free_after))
             total = total - np.asarray(taken, dtype=np.int32)
         return _fragment(
@@ -261,5 +332,6 @@ class FragmentAggregates:
             state.cpu_free_milli[rows] - cpu_milli,
             count,
             below,
+            copies,
             total,
         )

@@ -25,8 +25,24 @@ class ShapeLearning(BaseModel):
     coverage: float = Field(
         0.95, gt=0, le=1, description="Keep the most popular shapes up to this share of arrivals."
     )
+    gpu_coverage: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Also keep the largest GPU consumers up to this share of the GPUs asked for: a"
+            " rare 8-GPU shape can be a large part of the demand."
+        ),
+    )
     refresh_every_pods: int = Field(
         50, ge=1, description="Rebuild the shape table after this many arrivals."
+    )
+    cpu_stranding: bool = Field(
+        True,
+        description=(
+            "Count as fragment the GPUs that copies of a shape could use but the node's free"
+            " CPU cannot feed (off: FGD's measure, which asks only whether one copy fits)."
+        ),
     )
 
 

@@ -12,17 +12,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from scoring.fragmentation import FragmentAggregates, ShapeTable
+from scoring.fragmentation import FragmentAggregates, ShapeKey, ShapeTable
 from scoring.policy import ShapeLearning
 from scoring.request import PodRequest
 
-Shape = tuple[int, int, int, frozenset[str]]
+Shape = ShapeKey
 
 _RESCALE_ABOVE = 1e150
 
 
 def shape_of(request: PodRequest) -> Shape:
-    return (request.cpu_milli, request.milli_per_gpu, request.gpu_count, request.allowed_models)
+    return (
+        request.cpu_milli,
+        request.milli_per_gpu,
+        request.gpu_count,
+        request.allowed_models,
+        request.min_gpu_memory_mib,
+    )
 
 
 @dataclass
@@ -48,24 +54,45 @@ class ShapeLearner:
         total = sum(self._counts.values())
         return {shape: count / total for shape, count in self._counts.items()} if total else {}
 
-    def table(self, coverage: float) -> ShapeTable | None:
-        """Most popular shapes up to ``coverage`` of the (decayed) arrivals."""
+    def table(self, coverage: float, gpu_coverage: float = 0.0) -> ShapeTable | None:
+        """The shapes that make up ``coverage`` of the (decayed) arrivals, or of their GPUs.
+
+        A shape is kept when it is among the most popular ones covering
+        ``coverage`` of the pods, or among the largest GPU consumers covering
+        ``gpu_coverage`` of the GPUs asked for.  By pods alone, an 8-GPU shape that
+        is 3% of arrivals but a sixth of the GPUs would drop out, and nothing would
+        keep whole nodes free for it.  Weights stay each shape's share of pods.
+        """
+        popularity = self.popularity()
         # Most popular first; ties by the shape's numbers, largest first, as FGD does.
-        ranked = sorted(
-            self.popularity().items(),
-            key=lambda item: (item[1], item[0][:3], "|".join(sorted(item[0][3]))),
-            reverse=True,
-        )
-        kept: list[tuple[Shape, float]] = []
-        covered = 0.0
-        for shape, share in ranked:
-            if covered >= coverage:
-                break
-            kept.append((shape, share))
-            covered += share
-        if not kept:
+        ranked = sorted(popularity.items(), key=_popularity_order, reverse=True)
+        kept = set(_covering(ranked, coverage))
+        demand = [(shape, share * shape[1] * shape[2]) for shape, share in ranked]
+        total = sum(gpus for _, gpus in demand)
+        if total > 0:
+            by_gpus = sorted(demand, key=lambda item: item[1], reverse=True)
+            kept.update(_covering([(s, g / total) for s, g in by_gpus], gpu_coverage))
+        rows = [(shape, share) for shape, share in ranked if shape in kept]
+        if not rows:
             return None
-        return ShapeTable.from_rows([s for s, _ in kept], [w for _, w in kept])
+        return ShapeTable.from_rows([s for s, _ in rows], [w for _, w in rows])
+
+
+def _popularity_order(item: tuple[Shape, float]) -> tuple[float, tuple[int, ...], str, int]:
+    shape, share = item
+    return (share, shape[:3], "|".join(sorted(shape[3])), shape[4])
+
+
+def _covering(ranked: list[tuple[Shape, float]], coverage: float) -> list[Shape]:
+    """The leading shapes of ``ranked`` whose shares first reach ``coverage``."""
+    kept: list[Shape] = []
+    covered = 0.0
+    for shape, share in ranked:
+        if covered >= coverage:
+            break
+        kept.append(shape)
+        covered += share
+    return kept
 
 
 @dataclass
@@ -84,11 +111,11 @@ class OnlineFragments:
         self.learner.observe(request)
         self._since_refresh += 1
         if self.aggregates is None or self._since_refresh >= self.config.refresh_every_pods:
-            table = self.learner.table(self.config.coverage)
+            table = self.learner.table(self.config.coverage, self.config.gpu_coverage)
             if table is None:
                 self.aggregates = None
             else:
                 # Same shapes, new weights (the usual case): keep the per-node counts.
                 kept = self.aggregates.reweighted(table) if self.aggregates else None
-                self.aggregates = kept or FragmentAggregates(table)
+                self.aggregates = kept or FragmentAggregates(table, self.config.cpu_stranding)
             self._since_refresh = 0

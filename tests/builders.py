@@ -1,7 +1,8 @@
 """Builders for the scoring and simulator tests: nodes, pods, cluster states, random clusters.
 
-Plain builders (``node``, ``sharing``, ``whole``, ``cpu_only``, ``state_of``,
-``set_free``) keep the tables readable; the hypothesis strategies
+Plain builders (``node``, ``request``, ``sharing``, ``whole``, ``cpu_only``, ``state_of``,
+``set_free``) keep the tables readable (the extender's tests use ``node`` and ``request``
+too, through ``extender_builders``); the hypothesis strategies
 (``clusters``, ``requests``, ``shape_tables``) draw valid random inputs for the
 property tests: free never above capacity, padded GPU slots at 0 free.
 """
@@ -16,7 +17,15 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from scoring import MILLI_PER_GPU, ON_DEMAND, ClusterState, NodeSpec, PodRequest, ShapeTable
+from scoring import (
+    MILLI_PER_GPU,
+    ON_DEMAND,
+    ClusterState,
+    NodeSpec,
+    PodClass,
+    PodRequest,
+    ShapeTable,
+)
 from scoring.gpus import tightest_gpu
 
 PROPERTY = settings(
@@ -58,6 +67,33 @@ def nodes(count: int, prefix: str = "n", **kwargs: Any) -> list[NodeSpec]:
     return [node(f"{prefix}{i}", **kwargs) for i in range(count)]
 
 
+def request(
+    gpus: int = 1,
+    milli: int | None = None,
+    cpu_milli: int = 4000,
+    memory_mib: int = 16384,
+    *,
+    pod_class: PodClass = PodClass.BATCH,
+    priority: int = 0,
+    preemptible: bool = True,
+    models: Iterable[str] = (),
+    min_gpu_memory_mib: int = 0,
+) -> PodRequest:
+    """A pod's request: ``gpus`` GPUs of ``milli`` each (whole GPUs unless given), none
+    without GPUs. The defaults (a 1-GPU batch pod, 4 CPUs, 16 GiB) are the extender tests'."""
+    return PodRequest(
+        gpu_count=gpus,
+        milli_per_gpu=(milli if milli is not None else MILLI_PER_GPU) if gpus else 0,
+        cpu_milli=cpu_milli,
+        memory_mib=memory_mib,
+        pod_class=pod_class,
+        priority=priority,
+        preemptible=preemptible,
+        allowed_models=frozenset(models),
+        min_gpu_memory_mib=min_gpu_memory_mib,
+    )
+
+
 def sharing(
     milli: int,
     cpu_milli: int = 0,
@@ -67,13 +103,8 @@ def sharing(
     min_gpu_memory_mib: int = 0,
 ) -> PodRequest:
     """A GPU-sharing pod: ``milli`` (< 1000) of one GPU."""
-    return PodRequest(
-        gpu_count=1,
-        milli_per_gpu=milli,
-        cpu_milli=cpu_milli,
-        memory_mib=memory_mib,
-        allowed_models=frozenset(models),
-        min_gpu_memory_mib=min_gpu_memory_mib,
+    return request(
+        1, milli, cpu_milli, memory_mib, models=models, min_gpu_memory_mib=min_gpu_memory_mib
     )
 
 
@@ -86,18 +117,18 @@ def whole(
     min_gpu_memory_mib: int = 0,
 ) -> PodRequest:
     """A pod taking ``count`` whole GPUs."""
-    return PodRequest(
-        gpu_count=count,
-        milli_per_gpu=MILLI_PER_GPU,
-        cpu_milli=cpu_milli,
-        memory_mib=memory_mib,
-        allowed_models=frozenset(models),
+    return request(
+        count,
+        MILLI_PER_GPU,
+        cpu_milli,
+        memory_mib,
+        models=models,
         min_gpu_memory_mib=min_gpu_memory_mib,
     )
 
 
 def cpu_only(cpu_milli: int, memory_mib: int = 0) -> PodRequest:
-    return PodRequest(cpu_milli=cpu_milli, memory_mib=memory_mib)
+    return request(0, None, cpu_milli, memory_mib)
 
 
 def state_of(*specs: NodeSpec, max_gpus: int | None = None) -> ClusterState:
@@ -126,11 +157,17 @@ def set_free(
     return state
 
 
-def shape_table(*shapes: tuple[int, int, int, Iterable[str], float]) -> ShapeTable:
-    """From ``(cpu_milli, milli_per_gpu, gpu_count, models, weight)`` rows."""
+def shape_table(
+    *shapes: tuple[int, int, int, Iterable[str], float]
+    | tuple[int, int, int, Iterable[str], float, int],
+) -> ShapeTable:
+    """From ``(cpu_milli, milli_per_gpu, gpu_count, models, weight[, min_gpu_memory_mib])`` rows."""
     return ShapeTable.from_rows(
-        [(cpu, milli, count, frozenset(models)) for cpu, milli, count, models, _ in shapes],
-        [weight for *_, weight in shapes],
+        [
+            (row[0], row[1], row[2], frozenset(row[3]), row[5] if len(row) > 5 else 0)
+            for row in shapes
+        ],
+        [row[4] for row in shapes],
     )
 
 
@@ -229,7 +266,8 @@ def shape_tables(draw: st.DrawFn) -> ShapeTable:
         else:
             milli, count = MILLI_PER_GPU, draw(st.sampled_from([1, 2, 4, 8]))
         models = draw(_MODEL_SETS) if count else frozenset()
-        rows.append((cpu, milli, count, models, draw(st.floats(0.01, 10.0))))
+        gpu_memory = draw(st.sampled_from([0, 0, 16_384, 20_000])) if count else 0
+        rows.append((cpu, milli, count, models, draw(st.floats(0.01, 10.0)), gpu_memory))
     return shape_table(*rows)
 
 

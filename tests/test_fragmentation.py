@@ -42,7 +42,12 @@ from scoring.terms import fragmentation
 
 
 def reference_fragment(
-    gpu_free_milli: Sequence[int], cpu_free_milli: int, model: str, shapes: ShapeTable
+    gpu_free_milli: Sequence[int],
+    cpu_free_milli: int,
+    model: str,
+    shapes: ShapeTable,
+    gpu_memory_mib: int = 0,
+    cpu_stranding: bool = False,
 ) -> float:
     """F of one node, one shape at a time. ``gpu_free_milli`` lists the node's real GPUs."""
     total_free = sum(gpu_free_milli)
@@ -50,17 +55,27 @@ def reference_fragment(
     fragment = 0.0
     for i, weight in enumerate(weights):
         count, milli = int(shapes.gpu_count[i]), int(shapes.milli_per_gpu[i])
+        cpu = int(shapes.cpu_milli[i])
         models = shapes.allowed_models[i]
         if count == 0:
             shape_fragment = total_free  # a CPU-only shape can use no GPU milli
         else:
             fits = (
                 (not models or model in models)
+                and gpu_memory_mib >= int(shapes.min_gpu_memory_mib[i])
                 and sum(free >= milli for free in gpu_free_milli) >= count
-                and cpu_free_milli >= int(shapes.cpu_milli[i])
+                and cpu_free_milli >= cpu
             )
             below = sum(free for free in gpu_free_milli if free < milli)
             shape_fragment = below if fits else total_free
+            if fits and cpu_stranding and cpu:
+                # Place copies of the shape one by one until GPUs or CPU run out.
+                if milli < 1000:
+                    gpu_copies = sum(free // milli for free in gpu_free_milli)
+                else:
+                    gpu_copies = sum(free == 1000 for free in gpu_free_milli) // count
+                fed = min(gpu_copies, cpu_free_milli // cpu)
+                shape_fragment = below + (gpu_copies - fed) * milli * count
         fragment += weight * shape_fragment
     return fragment
 
@@ -72,8 +87,15 @@ def node_view(state: ClusterState, row: int) -> tuple[list[int], int, str]:
     return gpus, int(state.cpu_free_milli[row]), state.models[model_id] if model_id >= 0 else ""
 
 
-def reference_of(state: ClusterState, row: int, shapes: ShapeTable) -> float:
-    return reference_fragment(*node_view(state, row), shapes)
+def reference_of(
+    state: ClusterState, row: int, shapes: ShapeTable, cpu_stranding: bool = False
+) -> float:
+    return reference_fragment(
+        *node_view(state, row),
+        shapes,
+        int(state.gpu_memory_mib[row]),
+        cpu_stranding,
+    )
 
 
 # --- hand-computed nodes --------------------------------------------------------------------
@@ -148,6 +170,55 @@ def test_fragment_on_hand_computed_nodes(
     aggregates.refresh(state)
     assert aggregates.fragment.tolist() == pytest.approx([expected])
     assert reference_of(state, 0, table) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("free", "cpu_free", "shape", "fgd", "stranding"),
+    [
+        # 4 idle GPUs, CPU for one 1-GPU pod of 8000: FGD sees it fit, nothing below -> 0;
+        #   copies: 4 by GPUs, 12000 // 8000 = 1 by CPU -> 3 GPUs stranded = 3000
+        ([1000] * 4, 12_000, (8_000, 1000, 1, (), 1.0), 0.0, 3000.0),
+        # the same node with CPU for all four: 32000 // 8000 = 4 -> nothing stranded
+        ([1000] * 4, 32_000, (8_000, 1000, 1, (), 1.0), 0.0, 0.0),
+        # pairs: 4 idle GPUs hold 2 pairs, CPU feeds 1 -> 1 pair = 2000 stranded
+        ([1000] * 4, 20_000, (16_000, 1000, 2, (), 1.0), 0.0, 2000.0),
+        # sharing 300: [1000, 700, 200] holds 3 + 2 = 5 copies, CPU feeds 2 -> 3 x 300 = 900,
+        #   plus 200 below 300 (FGD's part) = 1100
+        ([1000, 700, 200], 4_000, (2_000, 300, 1, (), 1.0), 200.0, 1100.0),
+        # two shares per GPU: [300, 300] holds 2 + 2 copies of 150, CPU feeds 1 -> 3 x 150
+        ([300, 300], 1_000, (1_000, 150, 1, (), 1.0), 0.0, 450.0),
+        # a shape without CPU is never short of it
+        ([1000] * 4, 0, (0, 1000, 1, (), 1.0), 0.0, 0.0),
+        # no copy fits at all (CPU short of one): FGD's "all free" either way
+        ([1000] * 4, 4_000, (8_000, 1000, 1, (), 1.0), 4000.0, 4000.0),
+    ],
+    ids=["one-of-four", "all-fed", "pairs", "sharing", "two-per-gpu", "no-cpu-shape", "none-fits"],
+)
+def test_cpu_stranding_on_hand_computed_nodes(
+    free: list[int], cpu_free: int, shape: tuple, fgd: float, stranding: float
+) -> None:
+    state = set_free(state_of(node("x", len(free), cpu_milli=64_000)), 0, free, cpu_free)
+    table = shape_table(shape)
+    rows = np.array([0])
+    assert node_fragment(state, rows, table).tolist() == pytest.approx([fgd])
+    assert node_fragment(state, rows, table, cpu_stranding=True).tolist() == pytest.approx(
+        [stranding]
+    )
+    aggregates = FragmentAggregates(table, cpu_stranding=True)
+    aggregates.refresh(state)
+    assert aggregates.fragment.tolist() == pytest.approx([stranding])
+    assert reference_of(state, 0, table, cpu_stranding=True) == pytest.approx(stranding)
+
+
+def test_a_shape_needing_more_gpu_memory_than_the_node_has_counts_all_free() -> None:
+    # 24 GiB GPUs [1000, 500]: a 1-GPU shape needing 40 GiB never fits -> all 1500;
+    #   the same shape needing 16 GiB fits -> 500 below 1000
+    state = set_free(state_of(node("x", 2, gpu_memory_mib=24_576)), 0, [1000, 500], 8_000)
+    rows = np.array([0])
+    needs_40 = shape_table((0, 1000, 1, (), 1.0, 40_960))
+    needs_16 = shape_table((0, 1000, 1, (), 1.0, 16_384))
+    assert node_fragment(state, rows, needs_40).tolist() == [1500.0]
+    assert node_fragment(state, rows, needs_16).tolist() == [500.0]
 
 
 def test_shape_table_normalises_weights_and_refuses_empty() -> None:
@@ -277,31 +348,41 @@ def test_refresh_rebuilds_for_another_state_object() -> None:
 # --- vectorised vs scalar reference on random clusters --------------------------------------
 
 
+STRANDING = pytest.mark.parametrize("cpu_stranding", [False, True], ids=["fgd", "cpu-stranding"])
+
+
+@STRANDING
 @PROPERTY
 @given(state=clusters(max_nodes=10), shapes=shape_tables())
 def test_node_fragment_and_aggregates_match_the_reference(
-    state: ClusterState, shapes: ShapeTable
+    state: ClusterState, shapes: ShapeTable, cpu_stranding: bool
 ) -> None:
-    expected = [reference_of(state, row, shapes) for row in range(state.n_nodes)]
+    expected = [reference_of(state, row, shapes, cpu_stranding) for row in range(state.n_nodes)]
     rows = np.arange(state.n_nodes)
-    assert node_fragment(state, rows, shapes).tolist() == pytest.approx(expected)
-    aggregates = FragmentAggregates(shapes)
+    assert node_fragment(state, rows, shapes, cpu_stranding).tolist() == pytest.approx(expected)
+    aggregates = FragmentAggregates(shapes, cpu_stranding)
     aggregates.refresh(state)
     assert aggregates.fragment.tolist() == pytest.approx(expected)
     # and a reordered subset through node_fragment
     subset = rows[::-2]
-    assert node_fragment(state, subset, shapes).tolist() == pytest.approx(
+    assert node_fragment(state, subset, shapes, cpu_stranding).tolist() == pytest.approx(
         [expected[row] for row in subset]
     )
 
 
+@STRANDING
 @PROPERTY
 @given(state=clusters(max_nodes=8), shapes=shape_tables(), data=st.data())
 def test_fragment_after_matches_the_reference(
-    state: ClusterState, shapes: ShapeTable, data: st.DataObject
+    state: ClusterState, shapes: ShapeTable, data: st.DataObject, cpu_stranding: bool
 ) -> None:
-    aggregates = FragmentAggregates(shapes)
+    aggregates = FragmentAggregates(shapes, cpu_stranding)
     aggregates.refresh(state)
+
+    def reference(row: int, gpus: list[int], cpu_free: int) -> float:
+        model = node_view(state, row)[2]
+        memory = int(state.gpu_memory_mib[row])
+        return reference_fragment(gpus, cpu_free, model, shapes, memory, cpu_stranding)
 
     def cpu_taken(row: int) -> int:
         return data.draw(st.integers(0, int(state.cpu_free_milli[row])), label="cpu")
@@ -310,7 +391,7 @@ def test_fragment_after_matches_the_reference(
     milli = data.draw(st.integers(1, 999), label="milli")
     rows, before, expected_no_cpu = [], [], []
     for row in range(state.n_nodes):
-        gpus, cpu_free, model = node_view(state, row)
+        gpus, cpu_free, _ = node_view(state, row)
         for slot, free in enumerate(gpus):
             if free < milli:
                 continue
@@ -320,12 +401,10 @@ def test_fragment_after_matches_the_reference(
             got = aggregates.fragment_after(
                 state, np.array([row]), np.array([free]), np.array([free - milli]), 1, cpu
             )
-            assert got.tolist() == pytest.approx(
-                [reference_fragment(after, cpu_free - cpu, model, shapes)]
-            )
+            assert got.tolist() == pytest.approx([reference(row, after, cpu_free - cpu)])
             rows.append(row)
             before.append(free)
-            expected_no_cpu.append(reference_fragment(after, cpu_free, model, shapes))
+            expected_no_cpu.append(reference(row, after, cpu_free))
     # All candidates at once, with per-candidate free values (as FGD scores them).
     before_array = np.array(before, dtype=np.int64)
     got = aggregates.fragment_after(
@@ -336,25 +415,21 @@ def test_fragment_after_matches_the_reference(
     # A whole-GPU pod: the lowest-index fully free GPUs go from 1000 to 0.
     count = data.draw(st.sampled_from([1, 2, 4]), label="count")
     for row in range(state.n_nodes):
-        gpus, cpu_free, model = node_view(state, row)
+        gpus, cpu_free, _ = node_view(state, row)
         full = [slot for slot, free in enumerate(gpus) if free == 1000][:count]
         if len(full) < count:
             continue
         cpu = cpu_taken(row)
         after = [0 if slot in full else free for slot, free in enumerate(gpus)]
         got = aggregates.fragment_after(state, np.array([row]), 1000, 0, count, cpu)
-        assert got.tolist() == pytest.approx(
-            [reference_fragment(after, cpu_free - cpu, model, shapes)]
-        )
+        assert got.tolist() == pytest.approx([reference(row, after, cpu_free - cpu)])
 
     # A CPU-only pod: GPUs unchanged, CPU taken.
     for row in range(state.n_nodes):
-        gpus, cpu_free, model = node_view(state, row)
+        gpus, cpu_free, _ = node_view(state, row)
         cpu = cpu_taken(row)
         got = aggregates.fragment_after(state, np.array([row]), 0, 0, 0, cpu)
-        assert got.tolist() == pytest.approx(
-            [reference_fragment(gpus, cpu_free - cpu, model, shapes)]
-        )
+        assert got.tolist() == pytest.approx([reference(row, gpus, cpu_free - cpu)])
 
 
 @PROPERTY
@@ -369,12 +444,13 @@ def test_fragmentation_term_matches_the_reference(
     expected = []
     for row, slots in zip(rows.tolist(), gpus.tolist(), strict=True):
         free, cpu_free, model = node_view(state, row)
+        memory = int(state.gpu_memory_mib[row])
         after = list(free)
         for slot in slots:
             after[slot] -= request_.milli_per_gpu
-        growth = reference_fragment(after, cpu_free - request_.cpu_milli, model, shapes) - (
-            reference_fragment(free, cpu_free, model, shapes)
-        )
+        growth = reference_fragment(
+            after, cpu_free - request_.cpu_milli, model, shapes, memory
+        ) - reference_fragment(free, cpu_free, model, shapes, memory)
         expected.append(1.0 / (1.0 + math.exp(growth / 1000.0)))
     assert scores.tolist() == pytest.approx(expected)
 

@@ -35,7 +35,10 @@ def popularity_vector(learner: ShapeLearner) -> np.ndarray:
 
 def test_shape_of_is_what_fragments_are_computed_from() -> None:
     request = sharing(300, 1_000, 2_048, models=["A"])
-    assert shape_of(request) == (1_000, 300, 1, frozenset({"A"}))  # memory plays no part
+    # Host memory plays no part; the minimum GPU memory does (0 here: none asked).
+    assert shape_of(request) == (1_000, 300, 1, frozenset({"A"}), 0)
+    needs_memory = whole(1, 4_000, 0, min_gpu_memory_mib=40 * 1024)
+    assert shape_of(needs_memory) == (4_000, 1_000, 1, frozenset(), 40 * 1024)
 
 
 def test_no_data() -> None:
@@ -133,6 +136,31 @@ def test_coverage_keeps_the_most_popular_shapes(
     assert table.milli_per_gpu.tolist() == [r.milli_per_gpu for r in kept]
     assert table.gpu_count.tolist() == [r.gpu_count for r in kept]
     assert table.weight.tolist() == pytest.approx(weights)
+
+
+@pytest.mark.parametrize(
+    ("gpu_coverage", "kept_gpus"),
+    [
+        # 17 A (500 milli), 2 B (1 GPU), 1 D (8 GPUs) of 20 arrivals.  By pods, 0.95 keeps
+        # A, B (0.85, then 0.95).  GPUs asked for: A 17 x 500 = 8500, B 2000, D 8000 of
+        # 18500: A 46%, D 43%, B 11%.
+        (0.0, [1, 1]),  # by pods alone: D (5% of pods) is dropped
+        (0.4, [1, 1]),  # A's 46% of the GPUs covers 0.4 already
+        (0.5, [1, 1, 8]),  # A 46% < 0.5, then D: kept although rare
+        (1.0, [1, 1, 8]),
+    ],
+    ids=["pods-only", "first-consumer-enough", "second-consumer", "all-gpus"],
+)
+def test_gpu_coverage_keeps_rare_shapes_that_ask_for_many_gpus(
+    gpu_coverage: float, kept_gpus: list[int]
+) -> None:
+    learner = learner_after([A] * 17 + [B] * 2 + [D], NO_DECAY)
+    table = learner.table(0.95, gpu_coverage)
+    assert table is not None
+    # Most popular first, weights renormalised over the shapes kept (by pods).
+    assert table.gpu_count.tolist() == kept_gpus
+    shares = [17, 2, 1][: len(kept_gpus)]
+    assert table.weight.tolist() == pytest.approx([n / sum(shares) for n in shares])
 
 
 def test_equal_popularity_is_ordered_by_the_shape_values() -> None:

@@ -43,9 +43,6 @@ MAX_NODE_SCORE = 100
 NO_MODEL = "(no GPU model with enough memory)"
 """The model set of a shape that no GPU of the fleet has memory enough for."""
 
-MemoryShape = tuple[Shape, int]
-"""A shape and its minimum per-GPU memory (MiB)."""
-
 
 def gpu_memory_by_model(state: ClusterState) -> dict[str, int]:
     """Per GPU model, the smallest per-GPU memory (MiB) among the nodes that have it."""
@@ -77,14 +74,14 @@ def typical_shapes(
     With ``memory_by_model`` (:func:`gpu_memory_by_model`), a shape's minimum GPU
     memory narrows its models (see the module docstring); without it, it is ignored.
     """
-    counts = Counter((shape_of(r), r.min_gpu_memory_mib) for r in trace)
+    counts = Counter(shape_of(r) for r in trace)
 
-    def order(item: tuple[MemoryShape, int]) -> tuple[int, int, int, int, str, int]:
-        ((cpu, milli, gpus, models), min_memory), count = item
+    def order(item: tuple[Shape, int]) -> tuple[int, int, int, int, str, int]:
+        (cpu, milli, gpus, models, min_memory), count = item
         return (count, cpu, milli, gpus, "|".join(sorted(models)), min_memory)
 
     ranked = sorted(counts.items(), key=order, reverse=True)
-    kept: list[tuple[MemoryShape, int]] = []
+    kept: list[tuple[Shape, int]] = []
     covered = 0
     for shape, count in ranked:
         if covered >= coverage * len(trace):
@@ -92,7 +89,7 @@ def typical_shapes(
         kept.append((shape, count))
         covered += count
     rows = []
-    for (cpu, milli, gpus, models), min_memory in (shape for shape, _ in kept):
+    for cpu, milli, gpus, models, min_memory in (shape for shape, _ in kept):
         if min_memory and gpus and memory_by_model is not None:
             models = _models_with_memory(models, min_memory, memory_by_model)
         rows.append((cpu, milli, gpus, models))
