@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import builders
 from aiohttp.test_utils import TestClient, TestServer
+from builders import request
 
 from extender import ClusterView, Extender, LiveConfig, Metrics, create_app
 from extender.errors import BindError
 from extender.objects import node_manifest, pod_manifest
-from scoring import SPOT, NodeSpec, PodClass, PodRequest
+from scoring import ON_DEMAND, SPOT, NodeSpec, PodRequest
 
 
 def node(
@@ -30,45 +32,21 @@ def node(
     spot: bool = False,
     pool: str = "",
 ) -> NodeSpec:
-    return NodeSpec(
-        name=name,
+    """``builders.node`` with the extender tests' defaults: an 8 x A100 80 GB node."""
+    return builders.node(
+        name,
+        gpus,
+        model=model,
         cpu_milli=cpu_milli,
         memory_mib=memory_mib,
-        gpu_count=gpus,
-        gpu_model=model if gpus else "",
-        gpu_memory_mib=gpu_memory_mib if gpus else 0,
-        capacity_type=SPOT if spot else 0,
+        gpu_memory_mib=gpu_memory_mib,
+        capacity_type=SPOT if spot else ON_DEMAND,
         pool=pool,
     )
 
 
 def nodes(count: int, prefix: str = "gpu-", **kwargs: Any) -> list[NodeSpec]:
     return [node(f"{prefix}{i}", **kwargs) for i in range(count)]
-
-
-def request(
-    gpus: int = 1,
-    milli: int | None = None,
-    cpu_milli: int = 4000,
-    memory_mib: int = 16384,
-    *,
-    pod_class: PodClass = PodClass.BATCH,
-    priority: int = 0,
-    preemptible: bool = True,
-    models: Iterable[str] = (),
-    min_gpu_memory_mib: int = 0,
-) -> PodRequest:
-    return PodRequest(
-        gpu_count=gpus,
-        milli_per_gpu=(milli if milli is not None else 1000) if gpus else 0,
-        cpu_milli=cpu_milli,
-        memory_mib=memory_mib,
-        pod_class=pod_class,
-        priority=priority,
-        preemptible=preemptible,
-        allowed_models=frozenset(models),
-        min_gpu_memory_mib=min_gpu_memory_mib,
-    )
 
 
 def pod(

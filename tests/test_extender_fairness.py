@@ -120,23 +120,18 @@ async def test_filter_never_idles_gpus_when_nobody_else_waits() -> None:
     assert answer["NodeNames"] == ["gpu-1"]
 
 
-async def test_configured_weights_beat_the_quota() -> None:
-    # weights 100:2 -> a deserves min(15, 16 x 100/102 = 15.7) = 15 and 14 + 1 <= 15
-    config = FairpackConfig(
-        policy=PolicyConfig(fairness=FairnessConfig(team_weights={"ml-team-a": 100.0}))
-    )
-    extender = platform(config)
-    team_a_holds_14(extender)
-    for i in range(6):
-        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
-    greedy = pod("a-2", request(gpus=1), namespace="ml-team-a")
-    async with serve(extender) as client:
-        _, answer = await post(client, "filter", filter_body(greedy, ["gpu-1"]))
-    assert answer["NodeNames"] == ["gpu-1"]
-
-
-async def test_fairness_can_be_turned_off() -> None:
-    config = FairpackConfig(policy=PolicyConfig(fairness=FairnessConfig(enabled=False)))
+@pytest.mark.parametrize(
+    "config",
+    [
+        # weights 100:2 -> a deserves min(15, 16 x 100/102 = 15.7) = 15 and 14 + 1 <= 15
+        FairpackConfig(
+            policy=PolicyConfig(fairness=FairnessConfig(team_weights={"ml-team-a": 100.0}))
+        ),
+        FairpackConfig(policy=PolicyConfig(fairness=FairnessConfig(enabled=False))),
+    ],
+    ids=["configured-weights-beat-the-quota", "fairness-turned-off"],
+)
+async def test_the_config_lets_an_over_share_team_through(config: FairpackConfig) -> None:
     extender = platform(config)
     team_a_holds_14(extender)
     for i in range(6):

@@ -8,40 +8,16 @@ fairpack's and its kube-scheduler's logs.
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .controlplane import ControlPlane, ControlPlaneError
+from .controlplane import ControlPlane, ControlPlaneError, wait_for
 from .fairpack_stack import FairpackStack
 from .fake_nodes import FLEET, GPU, gpu_count, gpu_milli
 
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-
-
-class WaitError(AssertionError):
-    """A wait timed out; the message describes the state it found."""
-
-
-def poll(
-    predicate: Callable[[], Any],
-    *,
-    timeout: float,
-    what: str,
-    describe: Callable[[], str] = lambda: "",
-    interval: float = 0.1,
-) -> Any:
-    """predicate()'s first truthy value, or WaitError with describe() after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise WaitError(f"timed out after {timeout:.0f}s waiting for {what}\n{describe()}")
-        time.sleep(interval)
 
 
 class Cluster:
@@ -71,7 +47,7 @@ class Cluster:
         def present() -> bool:
             return names <= {node["name"] for node in self.stack.debug_state()["nodes"]}
 
-        poll(
+        wait_for(
             present,
             timeout=timeout,
             what=f"fairpack's view to hold nodes {sorted(names)}",
@@ -128,7 +104,7 @@ class Cluster:
     def wait_bound(self, namespace: str, name: str, timeout: float = 30) -> str:
         """The node kube-scheduler bound the pod to."""
         return str(
-            poll(
+            wait_for(
                 lambda: self.node_of(namespace, name),
                 timeout=timeout,
                 what=f"pod {namespace}/{name} to be bound",
@@ -157,7 +133,7 @@ class Cluster:
                 return (None,)
             return None
 
-        result = poll(
+        result = wait_for(
             outcome,
             timeout=timeout,
             what=f"pod {namespace}/{name} to be bound or reported unschedulable",
@@ -187,7 +163,7 @@ class Cluster:
             return None
 
         return dict(
-            poll(
+            wait_for(
                 found,
                 timeout=timeout,
                 what=f"a {reason} event of {namespace}/{name} containing {contains!r}",

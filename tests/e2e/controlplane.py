@@ -83,6 +83,22 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL if it has not exited after ``timeout`` seconds; reaps it.
+
+    True if it had to be killed."""
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return True
+    return False
+
+
 # --------------------------------------------------------------------------- certificates
 
 _OPENSSL_CNF = """\
@@ -414,16 +430,9 @@ class ControlPlane:
         comp = self._components.get(name)
         if comp is None:
             return
-        proc = comp.proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self._log(f"{name} ignored SIGTERM for {timeout}s; killing it")
-                    proc.kill()
-                    proc.wait()
+        if comp.proc is not None:
+            if stop_process(comp.proc, timeout):
+                self._log(f"{name} ignored SIGTERM for {timeout}s; killed it")
             comp.proc = None
         if comp.log is not None:
             comp.log.close()
@@ -751,17 +760,32 @@ class ControlPlane:
         return text
 
 
+class WaitError(AssertionError, TimeoutError):
+    """A wait timed out; the message says what it waited for and the state it found.
+
+    An AssertionError, so that pytest reports it as a failed expectation, and a TimeoutError,
+    so that a caller may ``contextlib.suppress(TimeoutError)`` a wait that may run out."""
+
+
 def wait_for(
-    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = ""
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "",
+    describe: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll predicate() until it returns a truthy value (returned) or timeout (TimeoutError)."""
+    """predicate()'s first truthy value, polled every ``interval`` s; after ``timeout`` s a
+    WaitError naming ``what`` (else the predicate) followed by describe(), if given."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
+            message = f"timed out after {timeout:.0f}s waiting for {what or predicate}"
+            if describe is not None:
+                message += f"\n{describe()}"
+            raise WaitError(message)
         time.sleep(interval)
 
 

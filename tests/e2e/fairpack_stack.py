@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,14 @@ from typing import IO, Any
 
 import yaml
 
-from .controlplane import ControlPlane, ControlPlaneError, _https_status, _set_pdeathsig, free_ports
+from .controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    _https_status,
+    _set_pdeathsig,
+    free_ports,
+    stop_process,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_SCHEDULER_CONFIG = REPO / "manifests" / "scheduler" / "kube-scheduler-config.yaml"
@@ -82,15 +88,8 @@ class Process:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        proc = self.proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout)
             self.proc = None
         if self._log is not None:
             self._log.close()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .cluster import Cluster, poll
+from .cluster import Cluster
+from .controlplane import wait_for
 from .fake_nodes import A10G_24GB, A100_80GB, gpu_node, gpu_pod
 
 
@@ -43,7 +44,7 @@ def test_pods_schedule_while_fairpack_is_down(cluster: Cluster, namespace: str) 
     finally:
         cluster.stack.start_fairpack()
     # Started again, fairpack lists the pods bound without it: 8 - 2 - 0.5 GPUs free.
-    poll(
+    wait_for(
         lambda: cluster.fairpack_view()["nodes"].get(node) == (8, 5.5),
         timeout=30,
         what=f"fairpack's view of {node} to show 5.5 free GPUs",
@@ -70,7 +71,7 @@ def test_fairpack_answers_through_an_apiserver_restart_and_resyncs(
     for name, gpus in (("six", 6), ("three", 3)):
         cluster.create(namespace, gpu_pod(name, gpus=gpus, fleet=fleet))
         cluster.wait_bound(namespace, name)
-    poll(
+    wait_for(
         lambda: not _view_diff(cluster),
         timeout=30,
         what="fairpack's view to settle",
@@ -98,7 +99,7 @@ def test_fairpack_answers_through_an_apiserver_restart_and_resyncs(
     extra = f"{fleet}-a10g-extra"
     cluster.create_nodes([gpu_node(extra, A10G_24GB, fleet=fleet)])
 
-    poll(
+    wait_for(
         lambda: not _view_diff(cluster),
         timeout=60,
         what="fairpack's view to equal a fresh list of the API server",

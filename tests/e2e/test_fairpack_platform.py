@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from .cluster import Cluster, poll
+from .cluster import Cluster
+from .controlplane import wait_for
 from .fairpack_stack import FairpackStack
 from .fake_nodes import (
     A10G_24GB,
@@ -94,7 +95,7 @@ def platform(
         namespaces[team] = ns
     for ns in namespaces.values():
         # Pods are refused ("status unknown for quota") until the controller has synced it.
-        poll(
+        wait_for(
             lambda ns=ns: (
                 cp.api("GET", f"/api/v1/namespaces/{ns}/resourcequotas/gpu-quota")
                 .get("status", {})
@@ -182,7 +183,7 @@ def test_llm_inference_replicas_land_where_fairpack_ranks_first(
     def describe() -> str:
         return "".join(cluster.describe(ns, p["metadata"]["name"]) for p in cluster.pods(ns))
 
-    replicas = poll(
+    replicas = wait_for(
         bound_replicas, timeout=60, what="2 llm-inference replicas bound", describe=describe
     )
 
@@ -316,7 +317,7 @@ def test_batch_pod_never_preempts_an_interactive_pod(platform: Platform) -> None
         ),
     )
     # kube-scheduler proposes both A10G nodes with interactive victims; fairpack refuses both.
-    poll(
+    wait_for(
         lambda: (
             cluster.stack.metrics().get('fairpack_preemption_nodes_total{result="refused"}', 0.0)
             >= refused_before + 2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from .cluster import Cluster, poll
+from .cluster import Cluster
+from .controlplane import wait_for
 from .fairpack_stack import SHIPPED_SCHEDULER_CONFIG
 from .fake_nodes import A100_80GB, gpu_node, gpu_pod
 
@@ -67,9 +68,9 @@ def test_finished_pods_free_their_gpus(cluster: Cluster, namespace: str) -> None
     assert pod is not None
     pod["status"]["phase"] = "Succeeded"
     cluster.cp.api("PUT", f"/api/v1/namespaces/{namespace}/pods/done/status", pod)
-    poll(lambda: free_gpus() == 4, timeout=30, what=f"4 free GPUs on {node} in fairpack's view")
+    wait_for(lambda: free_gpus() == 4, timeout=30, what=f"4 free GPUs on {node} in fairpack's view")
     cluster.delete_pod(namespace, "deleted")
-    poll(lambda: free_gpus() == 8, timeout=30, what=f"8 free GPUs on {node} in fairpack's view")
+    wait_for(lambda: free_gpus() == 8, timeout=30, what=f"8 free GPUs on {node} in fairpack's view")
 
     cluster.create(namespace, gpu_pod("next", gpus=8, fleet=cluster.fleet))
     assert cluster.wait_bound(namespace, "next") == node

@@ -35,6 +35,7 @@ from .controlplane import (
     _https_status,
     _set_pdeathsig,
     free_ports,
+    stop_process,
     wait_for,
 )
 
@@ -123,13 +124,7 @@ def running(
                 time.sleep(0.3)
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            stop_process(proc)
 
 
 def tail(path: Path, lines: int = 40) -> str:
