@@ -38,6 +38,7 @@ import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -109,6 +110,22 @@ class ShapeTable:
             )
         )
 
+    @cached_property
+    def stranding_constants(self) -> tuple[BoolArray, IntArray, IntArray, IntArray, IntArray]:
+        """Per shape: whole-GPU?, GPU divisor, CPU divisor, CPU bonus, milli x count.
+
+        A shape without CPU gets divisor 1 and a bonus far above any GPU copies,
+        so it is never short of CPU; computed once per table, not per decision.
+        """
+        cpu = self.cpu_milli
+        return (
+            self.milli_per_gpu >= MILLI_PER_GPU,
+            np.maximum(self.gpu_count, 1).astype(np.int64),
+            np.where(cpu > 0, cpu, 1),
+            np.where(cpu > 0, 0, 1 << 40),
+            self.milli_per_gpu * self.gpu_count,
+        )
+
     def model_ok(self, state: ClusterState) -> BoolArray:
         """Whether each node's GPUs suit each shape (model and memory), shape (n_nodes, n_shapes)."""
         models = np.stack([state.model_mask(models) for models in self.allowed_models], axis=1)
@@ -159,17 +176,14 @@ def _fragment(
         & (cpu_free_milli[:, None] >= shapes.cpu_milli[None, :])
         & (count_at_least >= shapes.gpu_count[None, :])
     )
-    fragment = np.where(fits, sum_below, total_free[:, None])
-    if share_copies is not None:
-        whole = shapes.milli_per_gpu >= MILLI_PER_GPU
-        gpu_copies = np.where(
-            whole, count_at_least // np.maximum(shapes.gpu_count, 1), share_copies
-        )
-        cpu_copies = cpu_free_milli[:, None] // np.maximum(shapes.cpu_milli, 1)
-        # A shape without CPU is never short of it.
-        short = np.where(shapes.cpu_milli > 0, np.maximum(gpu_copies - cpu_copies, 0), 0)
-        stranded = short * (shapes.milli_per_gpu * shapes.gpu_count)
-        fragment = np.where(fits, fragment + stranded, fragment)
+    if share_copies is None:
+        fragment = np.where(fits, sum_below, total_free[:, None])
+    else:
+        whole, gpu_divisor, cpu_divisor, cpu_bonus, milli_total = shapes.stranding_constants
+        gpu_copies = np.where(whole, count_at_least // gpu_divisor, share_copies)
+        cpu_copies = cpu_free_milli[:, None] // cpu_divisor + cpu_bonus
+        stranded = np.maximum(gpu_copies - cpu_copies, 0) * milli_total
+        fragment = np.where(fits, sum_below + stranded, total_free[:, None])
     # Not a matmul: BLAS may sum in another order for another batch size, and FGD's
     # integer score flips on the last bit when a node's fragment does not change.
     return (fragment * shapes.weight).sum(axis=1)  # type: ignore[no-any-return]
@@ -213,6 +227,7 @@ class FragmentAggregates:
     _at_least_table: IntArray = field(init=False)
     _below_table: IntArray = field(init=False)
     _copies_table: IntArray = field(init=False)
+    _row_tables: IntArray = field(init=False)
     _versions: IntArray = field(init=False)
     _state_uid: int = field(init=False, default=-1)
     _fragment_stale: bool = field(init=False, default=False)
@@ -228,6 +243,10 @@ class FragmentAggregates:
         self._at_least_table = at_least.astype(np.int32)
         self._below_table = np.where(at_least, 0, values).astype(np.int32)
         self._copies_table = _copies_per_gpu(free, self.shapes.milli_per_gpu).astype(np.int32)
+        # All three per value, for recomputing whole rows with one gather.
+        self._row_tables = np.stack(
+            [self._at_least_table, self._below_table, self._copies_table], axis=1
+        )
 
     def refresh(self, state: ClusterState) -> None:
         if self._state_uid != state.uid or len(self._versions) != state.n_nodes:
@@ -276,7 +295,8 @@ class FragmentAggregates:
 
     def _refresh_rows(self, state: ClusterState, stale: IntArray) -> None:
         free = state.free_milli[stale]
-        count, below, copies = _aggregate(free, self.shapes.milli_per_gpu)
+        # (rows, GPUs, 3, shapes) summed over GPUs: the same sums as _aggregate.
+        count, below, copies = self._row_tables[free].sum(axis=1, dtype=np.int32).transpose(1, 0, 2)
         self.count_at_least[stale] = count
         self.sum_below[stale] = below
         self.share_copies[stale] = copies
