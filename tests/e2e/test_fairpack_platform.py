@@ -357,3 +357,74 @@ def test_fairpack_filter_reason_shows_in_the_failed_scheduling_event(platform: P
     reporter = event.get("reportingComponent") or event.get("source", {}).get("component")
     assert reporter == FAIRPACK_SCHEDULER
     assert not cluster.node_of(team_a, "four")
+
+
+def test_a_fairness_hold_shows_in_the_failed_scheduling_event(
+    cluster: Cluster, make_namespace: Callable[..., str]
+) -> None:
+    """A team over its share is held while an under-share team waits and free GPUs are short.
+
+    Fleet: one A100 (8 GPUs, pool "busy") and one A10G (4 GPUs, pool "spare"), 12 GPUs.
+    ``hog`` fills the A100 with four 2-GPU pods; ``late`` then asks for 4 GPUs on the A100
+    and waits.  Demands 8 and 4 fit in 12, so hog deserves 8 and late 4.  hog asks for 2
+    more on the A10G: demands 10 and 4 water-fill to 8 and 4, hog would hold 10 > 8, and the
+    4 free GPUs less 2 would not cover late's 4.  fairpack holds hog's pod on every node,
+    and kube-scheduler's event carries the reason.
+    """
+    fleet = cluster.fleet
+    cluster.create_nodes(
+        [
+            gpu_node(f"{fleet}-busy", A100_80GB, fleet=fleet, labels={POOL: "busy"}),
+            gpu_node(f"{fleet}-spare", A10G_24GB, fleet=fleet, labels={POOL: "spare"}),
+        ]
+    )
+    suffix = fleet.rsplit("-", 1)[-1]
+    teams = {role: f"ml-{role}-{suffix}" for role in ("hog", "late")}
+    namespaces = {
+        role: make_namespace(f"ml-{role}", {"team": team, "cost-center": "cc-4020"})
+        for role, team in teams.items()
+    }
+
+    def pod(name: str, pool: str, gpus: int) -> dict[str, Any]:
+        manifest = gpu_pod(name, fleet=fleet, gpus=gpus, cpu="1", memory="4Gi")
+        manifest["spec"]["nodeSelector"][POOL] = pool
+        return manifest
+
+    for index in range(4):
+        cluster.create(namespaces["hog"], pod(f"hog-{index}", "busy", 2))
+        cluster.wait_bound(namespaces["hog"], f"hog-{index}")
+    cluster.create(namespaces["late"], pod("late", "busy", 4))
+    cluster.wait_event(namespaces["late"], "late", "FailedScheduling", "0/")
+
+    def fair_shares() -> dict[str, Any]:
+        return {
+            t: v for t, v in cluster.stack.debug_state()["teams"].items() if t in teams.values()
+        }
+
+    wait_for(
+        lambda: sum(fair_shares().get(teams["late"], {}).get("pending_gpus", {}).values()) == 4,
+        timeout=30,
+        what="fairpack's view to count late's pending 4 GPUs",
+        describe=lambda: str(fair_shares()),
+    )
+
+    cluster.create(namespaces["hog"], pod("hog-more", "spare", 2))
+    event = cluster.wait_event(
+        namespaces["hog"],
+        "hog-more",
+        "FailedScheduling",
+        f"team {teams['hog']} holds 8.0 GPUs against a deserved 8.0",
+    )
+    assert (
+        f"teams under their share ({teams['late']} 0.0/4.0) wait for 4.0 GPUs" in (event["message"])
+    ), event["message"]
+    assert not cluster.node_of(namespaces["hog"], "hog-more")
+
+    # One of hog's pods finishes: hog holds 6, and 6 + 2 is within its 8.  The deletion of a
+    # bound pod makes kube-scheduler retry the held one, which now binds on the spare node
+    # (late still waits: 2 free GPUs on the A100 are not its 4).
+    cluster.cp.request(
+        "DELETE", f"/api/v1/namespaces/{namespaces['hog']}/pods/hog-0?gracePeriodSeconds=0"
+    )
+    assert cluster.wait_bound(namespaces["hog"], "hog-more", timeout=60) == f"{fleet}-spare"
+    assert not cluster.node_of(namespaces["late"], "late")
