@@ -28,8 +28,9 @@ good when it makes F grow little (or shrink).
 Computing F from scratch costs O(shapes x GPUs) per node.  Scoring a placement
 changes only the GPUs the pod takes, so :class:`FragmentAggregates` keeps, per
 node and shape, the count of GPUs at or above the shape's milli, the free
-milli below it and the copies a sharing shape's GPUs hold; the fragment after a hypothetical placement follows from those
-in O(shapes), for every candidate at once.
+milli below it and the copies a sharing shape's GPUs hold; the fragment after
+a hypothetical placement follows from those in O(shapes), for every candidate
+at once.
 """
 
 from __future__ import annotations
