@@ -14,7 +14,10 @@ gpu_memory_waste_gib
 gpu_memory_waste_pct
     The same waste as a share of the GPU memory those pods were given.  The GiB
     alone reward a policy that fails large pods (what is not placed wastes
-    nothing); the share compares policies that placed different amounts.
+    nothing); the share compares policies that placed different amounts.  A pod
+    counts as given its GPUs' whole memory, a GPU-sharing pod too (the synthetic
+    workloads have none; the openb traces declare no minimum).  0 when no placed
+    pod declares a minimum.
 failed_pods_by_gpus
     Failed pods among those arrived by the snapshot, by size: ``"0"`` (CPU-only),
     ``"share"`` (a fraction of one GPU), and the whole-GPU count (``"1"``, ``"2"``,

@@ -19,8 +19,9 @@ GPU milli that copies of the shape could take but the node's CPU cannot feed:
     copies_cpu = floor(free CPU / the shape's CPU)
     stranded   = max(0, copies_gpu - copies_cpu) x milli x count
 
-(never more than the free milli: one copy is fed).  A placement that eats the
-CPU next to free GPUs then shows the GPUs it strands.
+A shape that fits has CPU for at least one copy, so stranded never exceeds
+the free milli less one copy's.  A placement that eats the CPU next to free
+GPUs then shows the GPUs it strands.
 
 A node's fragment F is the popularity-weighted sum over shapes.  A placement is
 good when it makes F grow little (or shrink).
@@ -115,8 +116,9 @@ class ShapeTable:
     def stranding_constants(self) -> tuple[BoolArray, IntArray, IntArray, IntArray, IntArray]:
         """Per shape: whole-GPU?, GPU divisor, CPU divisor, CPU bonus, milli x count.
 
-        A shape without CPU gets divisor 1 and a bonus far above any GPU copies,
-        so it is never short of CPU; computed once per table, not per decision.
+        A shape without CPU gets divisor 1 and a bonus of 2**40 copies, far above
+        any GPU copies, so it is never short of CPU; computed once per table, not
+        per decision.
         """
         cpu = self.cpu_milli
         return (
@@ -296,7 +298,9 @@ class FragmentAggregates:
 
     def _refresh_rows(self, state: ClusterState, stale: IntArray) -> None:
         free = state.free_milli[stale]
-        # (rows, GPUs, 3, shapes) summed over GPUs: the same sums as _aggregate.
+        # (rows, GPUs, 3, shapes) summed over GPUs: the same sums as _aggregate.  The
+        # tables are indexed by free milli, which ClusterState.place/release keep in
+        # 0..MILLI_PER_GPU (they refuse anything else).
         count, below, copies = self._row_tables[free].sum(axis=1, dtype=np.int32).transpose(1, 0, 2)
         self.count_at_least[stale] = count
         self.sum_below[stale] = below

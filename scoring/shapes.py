@@ -62,6 +62,8 @@ class ShapeLearner:
         ``gpu_coverage`` of the GPUs asked for.  By pods alone, an 8-GPU shape that
         is 3% of arrivals but a sixth of the GPUs would drop out, and nothing would
         keep whole nodes free for it.  Weights stay each shape's share of pods.
+        ``gpu_coverage`` 0 keeps by pods alone (the policy's default is 0.5,
+        ``ShapeLearning.gpu_coverage``).
         """
         popularity = self.popularity()
         # Most popular first; ties by the shape's numbers, largest first, as FGD does.

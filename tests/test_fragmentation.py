@@ -432,15 +432,31 @@ def test_fragment_after_matches_the_reference(
         assert got.tolist() == pytest.approx([reference(row, gpus, cpu_free - cpu)])
 
 
+def test_fragment_after_a_multi_gpu_pod_with_cpu_stranding() -> None:
+    # 4 idle GPUs, 6000 CPU free; shape: sharing 300 with 2000 CPU.
+    # before: copies by GPUs 4 x 3 = 12, by CPU 3 -> 9 x 300 = 2700 stranded, nothing below
+    # whole(2) takes slots 0, 1 with no CPU -> [0, 0, 1000, 1000]: copies 6, CPU 3
+    #   -> 3 x 300 = 900; nothing below 300 -> F_after = 900
+    state = set_free(state_of(node("x", 4)), 0, [1000] * 4, 6_000)
+    aggregates = FragmentAggregates(shape_table((2_000, 300, 1, (), 1.0)), cpu_stranding=True)
+    aggregates.refresh(state)
+    assert aggregates.fragment.tolist() == pytest.approx([2700.0])
+    after = aggregates.fragment_after(state, np.array([0]), 1000, 0, 2, 0)
+    assert after.tolist() == pytest.approx([900.0])
+    assert reference_fragment([0, 0, 1000, 1000], 6_000, "A", aggregates.shapes, 0, True) == 900
+
+
+@STRANDING
 @PROPERTY
 @given(state=clusters(max_nodes=8), shapes=shape_tables(), request_=requests())
 def test_fragmentation_term_matches_the_reference(
-    state: ClusterState, shapes: ShapeTable, request_: PodRequest
+    state: ClusterState, shapes: ShapeTable, request_: PodRequest, cpu_stranding: bool
 ) -> None:
     rows = check_feasibility(state, request_).feasible_rows
     gpus = choose_gpus(state.free_milli[rows], request_)
     shared = shared_gpu_of(state, request_, rows)
-    scores = fragmentation(Candidates(state, request_, rows, shared, FragmentAggregates(shapes)))
+    aggregates = FragmentAggregates(shapes, cpu_stranding)
+    scores = fragmentation(Candidates(state, request_, rows, shared, aggregates))
     expected = []
     for row, slots in zip(rows.tolist(), gpus.tolist(), strict=True):
         free, cpu_free, model = node_view(state, row)
@@ -449,8 +465,8 @@ def test_fragmentation_term_matches_the_reference(
         for slot in slots:
             after[slot] -= request_.milli_per_gpu
         growth = reference_fragment(
-            after, cpu_free - request_.cpu_milli, model, shapes, memory
-        ) - reference_fragment(free, cpu_free, model, shapes, memory)
+            after, cpu_free - request_.cpu_milli, model, shapes, memory, cpu_stranding
+        ) - reference_fragment(free, cpu_free, model, shapes, memory, cpu_stranding)
         expected.append(1.0 / (1.0 + math.exp(growth / 1000.0)))
     assert scores.tolist() == pytest.approx(expected)
 
@@ -488,6 +504,9 @@ def test_reweighted_refuses_another_set_of_shapes() -> None:
     table = shape_table((4_000, 500, 1, (), 0.5), (4_000, 0, 0, (), 0.5))
     other = shape_table((4_000, 500, 1, (), 0.5), (8_000, 1_000, 2, (), 0.5))
     assert FragmentAggregates(table).reweighted(other) is None
+    # the same numbers, but one shape needs 40 GiB GPUs: another shape, fits elsewhere
+    needs_memory = shape_table((4_000, 500, 1, (), 0.5, 40_960), (4_000, 0, 0, (), 0.5))
+    assert FragmentAggregates(table).reweighted(needs_memory) is None
 
 
 @PROPERTY
