@@ -51,6 +51,27 @@ A10G_24GB = GpuType("NVIDIA-A10G", "nvidia-a10g", 24, 4, 48, 192)
 T4_16GB = GpuType("Tesla-T4", "nvidia-t4", 16, 1, 8, 32)
 
 
+def kubelet_node(
+    name: str, gpus: int = 8, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A plain node as a kubelet would register it, status included (capacity =
+    allocatable): 64 CPUs, 512Gi, ``gpus`` GPUs, no taint and no GPU labels beyond ``labels``."""
+    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", GPU: str(gpus)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                **(labels or {}),
+            },
+        },
+        "status": {"capacity": resources, "allocatable": dict(resources)},
+    }
+
+
 def gpu_node(
     name: str,
     gpu_type: GpuType,

@@ -13,24 +13,11 @@ from typing import Any
 import pytest
 
 from .controlplane import ControlPlane, wait_for
+from .fake_nodes import kubelet_node
 
 pytestmark = pytest.mark.e2e
 
 GPU = "nvidia.com/gpu"
-
-
-def gpu_node(name: str, gpus: int = 8) -> dict[str, Any]:
-    """A node as a kubelet would register it, status included (capacity = allocatable)."""
-    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", GPU: str(gpus)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
-        },
-        "status": {"capacity": resources, "allocatable": dict(resources)},
-    }
 
 
 def gpu_pod(name: str, node: str, gpus: int) -> dict[str, Any]:
@@ -60,7 +47,7 @@ def gpu_pod(name: str, node: str, gpus: int) -> dict[str, Any]:
 def node(control_plane: ControlPlane) -> Iterator[str]:
     """A fake 8-GPU node, created with kubectl from a manifest with status set."""
     name = f"gpu-node-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "-f", "-", input=json.dumps(gpu_node(name)))
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(kubelet_node(name)))
     try:
         yield name
     finally:

@@ -38,6 +38,7 @@ from .controlplane import (
     stop_process,
     wait_for,
 )
+from .fake_nodes import A100_80GB, kubelet_node
 
 pytestmark = pytest.mark.e2e
 
@@ -132,23 +133,6 @@ def tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def gpu_node(name: str, gpus: int = 8) -> dict[str, Any]:
-    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", GPU: str(gpus)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
-            },
-        },
-        "status": {"capacity": resources, "allocatable": dict(resources)},
-    }
 
 
 def gpu_pod(
@@ -392,7 +376,14 @@ def test_the_scheduler_topology_runs_with_exactly_the_shipped_rbac(
         manifest = tmp_path / "rbac.yaml"
         manifest.write_text(yaml.safe_dump_all(objects))
         cp.kubectl("apply", "-f", str(manifest))
-        cp.kubectl("create", "-f", "-", input=json.dumps(gpu_node(node_name)))
+        cp.kubectl(
+            "create",
+            "-f",
+            "-",
+            input=json.dumps(
+                kubelet_node(node_name, labels={"nvidia.com/gpu.product": A100_80GB.product})
+            ),
+        )
         kubeconfig = token_kubeconfig(cp, home, account, tmp_path / "sa.kubeconfig")
 
         # Least privilege: what the roles do not grant is refused.
