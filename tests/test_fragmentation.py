@@ -38,6 +38,7 @@ from scoring import (
     choose_gpus,
     node_fragment,
 )
+from scoring.fragmentation import _COLUMNS_PAY_PER_SHAPE, _weighted_row_sum
 from scoring.terms import fragmentation
 
 
@@ -469,6 +470,45 @@ def test_fragmentation_term_matches_the_reference(
         ) - reference_fragment(free, cpu_free, model, shapes, memory, cpu_stranding)
         expected.append(1.0 / (1.0 + math.exp(growth / 1000.0)))
     assert scores.tolist() == pytest.approx(expected)
+
+
+@STRANDING
+@PROPERTY
+@given(
+    state=clusters(max_nodes=8),
+    shapes=shape_tables(),
+    stream=st.lists(requests(), min_size=1, max_size=4),
+)
+def test_memoised_growth_equals_a_fresh_one_as_the_cluster_changes(
+    state: ClusterState, shapes: ShapeTable, stream: list[PodRequest], cpu_stranding: bool
+) -> None:
+    # Every pod twice, each placed on its first candidate: the memo sees repeated
+    # shapes over rows that changed since, and must answer as fresh aggregates do.
+    memo = FragmentAggregates(shapes, cpu_stranding)
+    for request_ in stream + stream:
+        rows = check_feasibility(state, request_).feasible_rows
+        if not len(rows):
+            continue
+        shared = shared_gpu_of(state, request_, rows)
+        fresh = FragmentAggregates(shapes, cpu_stranding)
+        expected = fragmentation(Candidates(state, request_, rows, shared, fresh))
+        got = fragmentation(Candidates(state, request_, rows, shared, memo))
+        assert got.tolist() == expected.tolist()  # bit for bit
+        state.place(int(rows[0]), request_, choose_gpus(state.free_milli[rows[:1]], request_)[0])
+
+
+@pytest.mark.parametrize("n_shapes", [1, 5, 7, 8, 9, 16, 23, 64, 128, 129, 200])
+def test_weighted_row_sum_is_numpys_sum_bit_for_bit(n_shapes: int) -> None:
+    # numpy sums rows of 8 or more in eight interleaved partial sums; the column
+    # loop must add in that order, or F_after - F_before of an unchanged node is
+    # not exactly 0 and FGD's integer score flips.
+    rng = np.random.default_rng(n_shapes)
+    rows = _COLUMNS_PAY_PER_SHAPE * min(n_shapes, 128)  # enough rows for the column path
+    values = rng.integers(0, 800_000, (rows, n_shapes)).astype(np.float64)
+    weight = rng.random(n_shapes)
+    weight /= weight.sum()
+    expected = (values * weight).sum(axis=1)
+    assert np.array_equal(_weighted_row_sum(values, weight), expected)
 
 
 # --- reweighting and batch-size independence ---------------------------------------------------

@@ -28,17 +28,18 @@ def fragmentation(candidates: Candidates) -> FloatArray:
     if fragments is None or len(rows) == 0:
         return np.full(len(rows), 0.5)
     fragments.refresh(state)
+    key = (request.gpu_count, request.milli_per_gpu, request.cpu_milli)
     if request.is_sharing:
+        # The GPU shared on each node is the tightest that fits, a function of the node.
         free_before = state.free_milli[rows, candidates.shared_gpu]
-        after = fragments.fragment_after(
-            state, rows, free_before, free_before - request.milli_per_gpu, 1, request.cpu_milli
+        growth = fragments.growth(
+            state, rows, key, free_before, free_before - request.milli_per_gpu, 1, request.cpu_milli
         )
     elif request.gpu_count:
         # Whole GPUs: each taken GPU goes from fully free to nothing free.
-        after = fragments.fragment_after(
-            state, rows, MILLI_PER_GPU, 0, request.gpu_count, request.cpu_milli
+        growth = fragments.growth(
+            state, rows, key, MILLI_PER_GPU, 0, request.gpu_count, request.cpu_milli
         )
     else:
-        after = fragments.fragment_after(state, rows, 0, 0, 0, request.cpu_milli)
-    growth = after - fragments.fragment[rows]
+        growth = fragments.growth(state, rows, key, 0, 0, 0, request.cpu_milli)
     return 1.0 / (1.0 + np.exp(growth / MILLI_PER_GPU))
