@@ -49,7 +49,9 @@ from scoring.fairshare import (
     team_shares,
     team_weights,
 )
+from scoring.feasibility import check_feasibility
 from scoring.fragmentation import FloatArray
+from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
 from scoring.starvation import is_starving, kept_off, reserved_rows
 from scoring.state import BoolArray, IntArray
@@ -653,18 +655,20 @@ class Extender:
         count = min(EXPLAIN_TOP_NODES, len(score))
         top = np.argpartition(-score, count - 1)[:count] if count < len(score) else np.arange(count)
         top = top[np.argsort(-score[top], kind="stable")]
+        rows = evaluation.rows[top]
+        gpus = choose_gpus(state.free_milli[rows], evaluation.request).tolist()
         return {
             "at_s": time.time(),
             "feasible": feasible_nodes,
             "top": [
                 {
-                    "node": state.names[int(evaluation.rows[i])],
+                    "node": state.names[row],
                     "score": round(float(score[i]), 6),
                     "priority": int(priorities[i]),
-                    "gpus": list(evaluation.gpus_of(i)),
+                    "gpus": slots,
                     "terms": {name: round(float(v[i]), 6) for name, v in evaluation.terms.items()},
                 }
-                for i in top.tolist()
+                for i, row, slots in zip(top.tolist(), rows.tolist(), gpus, strict=True)
             ],
         }
 
@@ -791,12 +795,13 @@ class Extender:
         row = state.row_of(node)
         assumed = False
         if request is not None and row is not None:
-            evaluation = self._evaluate(state, request, np.array([row]))
-            if len(evaluation.rows) == 0:
-                reasons = evaluation.feasibility.reason_counts()
+            # Only whether the node still fits and which GPUs the pod takes: no scores.
+            feasibility = check_feasibility(state, request, np.array([row]))
+            if not feasibility.mask[0]:
+                reasons = feasibility.reason_counts()
                 self.metrics.binds.labels("conflict").inc()
                 return {"Error": f"node {node} no longer fits pod {key.key}: {next(iter(reasons))}"}
-            gpus = list(evaluation.gpus_of(0))
+            gpus = choose_gpus(state.free_milli[row : row + 1], request)[0].tolist()
             self.view.assume(
                 PodInfo(key.uid, key.namespace, key.name, "", request, started_s=time.time()),
                 node,

@@ -155,6 +155,11 @@ class ClusterState:
     def rows_of(self, names: Iterable[str]) -> IntArray:
         """Rows of the named nodes; unknown names are left out."""
         row_of = self._row_of
+        if isinstance(names, list):
+            try:  # every name known (the usual case): one C-level pass
+                return np.fromiter(map(row_of.__getitem__, names), np.int64, count=len(names))
+            except KeyError:
+                pass
         return np.fromiter(
             (row for name in names if (row := row_of.get(name)) is not None), dtype=np.int64
         )
