@@ -134,7 +134,8 @@ def check_feasibility(
     """
 
     def column(values: NDArray[Any]) -> NDArray[Any]:
-        return values if rows is None else values[rows]
+        # np.take: several times faster than fancy indexing on the 2-d free_milli.
+        return values if rows is None else np.take(values, rows, axis=0)
 
     checks: list[tuple[CheckKind, BoolArray]] = []
     deciding: list[BoolArray] = []

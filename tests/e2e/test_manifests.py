@@ -38,6 +38,7 @@ from .controlplane import (
     stop_process,
     wait_for,
 )
+from .fairpack_stack import fairpack_command
 from .fake_nodes import A100_80GB, kubelet_node
 
 pytestmark = pytest.mark.e2e
@@ -69,11 +70,6 @@ def kustomize(directory: str) -> list[dict[str, Any]]:
     )
     assert proc.returncode == 0, proc.stderr
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
-
-
-def fairpack_command() -> list[str]:
-    script = Path(sys.executable).with_name("fairpack")
-    return [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "extender.cli"]
 
 
 def http_status(url: str, context: ssl.SSLContext | None = None) -> int:
