@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from extender_builders import kube_node, node, pod, request
 
 from extender import ClusterView, LiveConfig, Metrics
@@ -159,3 +161,39 @@ async def test_the_policy_configmap_is_reloaded_and_a_bad_one_refused() -> None:
     config.upserted({"metadata": {}, "data": {"config.yaml": "policy: {weights: {x: 1}}"}})
     config.deleted(good)
     assert sink.config.current.policy.weights == {"best_fit": 5.0}
+
+
+# -- the API client's per-request environment lookups ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "netrc", "switched_off"),
+    [
+        (None, False, True),  # nothing to find: no thread hand-offs per bind
+        ("HTTPS_PROXY", False, False),  # a proxy to honour
+        ("no_proxy", False, True),  # exclusions alone need no lookup
+        (None, True, False),  # credentials to read
+    ],
+)
+async def test_env_lookups_are_skipped_only_when_there_is_nothing_to_find(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    variable: str | None,
+    netrc: bool,
+    switched_off: bool,
+) -> None:
+    from kubernetes_asyncio import client
+
+    from extender.server import _PROXY_VARIABLES, skip_env_lookups
+
+    for name in (*_PROXY_VARIABLES, *(v.upper() for v in _PROXY_VARIABLES), "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if variable:
+        monkeypatch.setenv(variable, "http://proxy.example:3128")
+    if netrc:
+        (tmp_path / ".netrc").write_text("machine 127.0.0.1 login a password b\n")
+    configuration = client.Configuration(host="https://127.0.0.1:6443")
+    async with client.ApiClient(configuration) as api:
+        assert skip_env_lookups(api) is switched_off
+        assert api.rest_client.pool_manager.trust_env is not switched_off
