@@ -8,6 +8,7 @@ their shape raises :class:`BadRequestError` with a one-line reason.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -53,6 +54,7 @@ from scoring.feasibility import check_feasibility
 from scoring.fragmentation import FloatArray
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
+from scoring.policy import StarvationConfig
 from scoring.starvation import is_starving, kept_off, reserved_rows
 from scoring.state import BoolArray, IntArray
 from scoring.victims import VictimDecision, VictimRecord, best_nodes, select_victims
@@ -252,6 +254,7 @@ class Extender:
         self._priority_encoder = HostPriorityEncoder()
         self._memo: _FilterMemo | None = None
         self._fair_cache: tuple[Any, _FairContext] | None = None
+        self._starving: tuple[int, StarvationConfig, float, list[PodRequest]] | None = None
         self._decisions = 0
         self._group_share = 0.0
         self._requests = _Bounded(request_cache_size)
@@ -454,19 +457,37 @@ class Extender:
         config = self.config.current.policy.fairness.starvation
         if not config.enabled:
             return np.zeros(0, dtype=np.int64), ()
+        starving = self._starving_requests(config)
+        if not starving:
+            return np.zeros(0, dtype=np.int64), ()
+        return reserved_rows(state, starving, config.max_reserved_nodes)
+
+    def _starving_requests(self, config: StarvationConfig) -> list[PodRequest]:
+        """The pending large pods past their wait, longest waiting first.
+
+        Kept until the pending pods change or the next of them reaches its wait: a
+        backlog of thousands would otherwise be walked twice per decision.
+        """
         now = time.time()
-        starving = sorted(
-            (
-                pod
-                for pod in self.view.pending_multi_gpu_pods()
-                if pod.info.started_s > 0
-                and is_starving(
-                    pod.request, now - pod.info.started_s, config.min_gpus, config.wait_s
-                )
-            ),
-            key=lambda pod: pod.info.started_s,
-        )
-        return reserved_rows(state, [pod.request for pod in starving], config.max_reserved_nodes)
+        cached = self._starving
+        if (
+            cached is not None
+            and cached[:2] == (self.view.fair_version, config)
+            and now < cached[2]
+        ):
+            return cached[3]
+        starving, next_at_s = [], math.inf
+        for pod in self.view.pending_multi_gpu_pods():
+            if pod.info.started_s <= 0 or pod.request.gpu_count < config.min_gpus:
+                continue
+            if is_starving(pod.request, now - pod.info.started_s, config.min_gpus, config.wait_s):
+                starving.append(pod)
+            else:
+                next_at_s = min(next_at_s, pod.info.started_s + config.wait_s)
+        starving.sort(key=lambda pod: pod.info.started_s)
+        requests = [pod.request for pod in starving]
+        self._starving = (self.view.fair_version, config, next_at_s, requests)
+        return requests
 
     def _evaluate(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Evaluation:
         return evaluate(state, request, rows, self.config.current.policy, self.fragments.aggregates)

@@ -184,6 +184,25 @@ async def test_a_large_pod_that_has_not_waited_long_holds_nothing() -> None:
     assert answer["NodeNames"] == ["gpu-0", "gpu-1"]
 
 
+async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing in the view changes between the two filters; only the clock moves past
+    # the 8-GPU pod's wait (600 s), so what fairpack remembers about it must expire.
+    extender = platform()
+    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    pending(extender, "big", request(gpus=8), "ml-team-b", age_s=590)
+    small = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, before = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        now = time.time()
+        monkeypatch.setattr(time, "time", lambda: now + 20)
+        _, after = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+    assert before["NodeNames"] == ["gpu-0", "gpu-1"]
+    assert after["NodeNames"] == ["gpu-1"]
+
+
 # --- prioritize: class terms ----------------------------------------------------------------
 
 
