@@ -153,21 +153,22 @@ class _FilterMemo:
     """The last filter's evaluation, valid for the prioritize of the same cycle.
 
     kube-scheduler sends prioritize the nodes that passed every filter: when they
-    are exactly the nodes that passed ours and nothing changed in between (same
-    arrays, same row versions, same policy and shape table), the filter's
-    evaluation is the prioritize's, bit for bit.
+    are exactly the nodes that passed ours and nothing they are scored on changed in
+    between (same arrays, same versions of those rows, same policy, shape table and
+    over-share teams), the filter's evaluation is the prioritize's, bit for bit.
+    Pods created or bound elsewhere meanwhile (a busy cluster) do not spoil it.
     """
 
     uid: str
     request: PodRequest
     state: ClusterState
-    version: int
     policy: Any
     aggregates: Any
     outcome: Outcome
     passed_rows: IntArray
     passed_names: list[str]
-    fair_version: int = 0
+    passed_versions: IntArray
+    over_share: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -552,13 +553,13 @@ class Extender:
                 key.uid,
                 request,
                 state,
-                int(state.row_version.sum()),
                 self.config.current.policy,
                 self.fragments.aggregates,
                 outcome,
                 rows[mask],
                 passed,
-                self.view.fair_version,
+                state.row_version[rows[mask]],
+                state.over_share_teams,
             )
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
@@ -640,14 +641,14 @@ class Extender:
         memo = self._memo
         if (
             memo is not None
-            and memo.fair_version == self.view.fair_version
             and memo.uid == key.uid
             and memo.state is state
             and memo.request == request
             and memo.policy is self.config.current.policy
             and memo.aggregates is self.fragments.aggregates
+            and memo.over_share == state.over_share_teams
             and memo.passed_names == names
-            and memo.version == int(state.row_version.sum())
+            and np.array_equal(state.row_version[memo.passed_rows], memo.passed_versions)
         ):
             rows, known = memo.passed_rows, names
             outcome = memo.outcome

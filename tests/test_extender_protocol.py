@@ -420,3 +420,42 @@ async def test_shortcuts_answer_exactly_what_a_plain_evaluation_answers(gpus: in
     reused = "fairpack_prioritize_reused_total"
     assert fast.metrics.registry.get_sample_value(reused) == 1.0
     assert plain.metrics.registry.get_sample_value(reused) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("between", "reused"),
+    [("pending", 1.0), ("elsewhere", 1.0), ("on-a-passed-node", 0.0)],
+)
+async def test_the_filters_evaluation_is_reused_only_while_its_nodes_stand_still(
+    between: str, reused: float
+) -> None:
+    """Between filter and prioritize, another pod arrives or lands somewhere: the
+    answer always equals a plain evaluation, and it is the filter's own only while
+    no passed node changed."""
+    from extender_builders import pod_info
+
+    from extender import ClusterView, Extender, Upserted
+
+    fast = service(twelve_nodes())
+    plain = Extender(ClusterView(twelve_nodes()), shortcuts=False)
+    names = busy_cluster(fast)
+    busy_cluster(plain)
+    p = pod("probe", request(gpus=4))
+    async with serve(fast) as fast_client, serve(plain) as plain_client:
+        _, filtered = await post(fast_client, "filter", filter_body(p, names))
+        _, plain_filtered = await post(plain_client, "filter", filter_body(p, names))
+        assert filtered == plain_filtered
+        passed = filtered["NodeNames"]
+        node_name = {
+            "pending": "",
+            "elsewhere": next(n for n in names if n not in passed),
+            "on-a-passed-node": passed[0],
+        }[between]
+        other = pod_info("other", node_name, request(gpus=1, cpu_milli=1000))
+        for extender in (fast, plain):
+            extender.view.apply(Upserted("pod", other))
+        _, fast_scores = await post(fast_client, "prioritize", filter_body(p, passed))
+        _, plain_scores = await post(plain_client, "prioritize", filter_body(p, passed))
+    assert fast_scores == plain_scores
+    counter = "fairpack_prioritize_reused_total"
+    assert fast.metrics.registry.get_sample_value(counter) == reused
