@@ -416,7 +416,8 @@ class ClusterView:
                 return  # an event from before our binding; the assumption stands
             if info.node == entry.node:
                 entry.assumed_at_s = None  # the watch confirms our bind
-        if info.node == entry.node and info.request == entry.info.request:
+        # Compared as the view keeps it (with its team): the watch's request carries none.
+        if info.node == entry.node and self._resolve(info.request, entry.team) == entry.request:
             entry.info = info
             return
         # Bound elsewhere, bound at last, or resized: take it out and put it back.

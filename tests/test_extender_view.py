@@ -115,6 +115,25 @@ def test_the_watch_confirms_our_bind_without_counting_it_twice() -> None:
     assert free_gpus(view, "n") == [0, 0, 1000, 1000]
 
 
+def test_confirming_a_bind_whose_request_carries_a_team_touches_nothing() -> None:
+    # The service assumes the request it scored, with the pod's team; the watch's
+    # request has no team. The confirmation must not release and re-place the pod:
+    # that moved the node's version (every score memo on it) and the fair shares.
+    from dataclasses import replace
+
+    view = ClusterView([node("n", gpus=4)])
+    team = view.team_of("team-a")
+    view.assume(pod_info("a", "", replace(request(gpus=2), team=team)), "n", [2, 3])
+    row = view.state.row_of("n")
+    versions, fair_version = view.state.row_version.copy(), view.fair_version
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
+    placement = view.lookup("a")
+    assert placement is not None and not placement.assumed
+    assert free_gpus(view, "n") == [1000, 1000, 0, 0]  # the slots bind chose
+    assert view.state.row_version[row] == versions[row]
+    assert view.fair_version == fair_version
+
+
 def test_a_pod_bound_elsewhere_moves() -> None:
     view = ClusterView([node("n", gpus=4), node("m", gpus=4)])
     assumed(view, "a", "n", 2)
