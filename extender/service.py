@@ -466,28 +466,25 @@ class Extender:
     def _starving_requests(self, config: StarvationConfig) -> list[PodRequest]:
         """The pending large pods past their wait, longest waiting first.
 
-        Kept until the pending pods change or the next of them reaches its wait: a
-        backlog of thousands would otherwise be walked twice per decision.
+        Kept until the pending large pods change or the next of them reaches its
+        wait: a backlog of thousands would otherwise be walked twice per decision.
         """
         now = time.time()
+        version = self.view.pending_multi_gpu_version
         cached = self._starving
-        if (
-            cached is not None
-            and cached[:2] == (self.view.fair_version, config)
-            and now < cached[2]
-        ):
+        if cached is not None and cached[:2] == (version, config) and now < cached[2]:
             return cached[3]
         starving, next_at_s = [], math.inf
-        for pod in self.view.pending_multi_gpu_pods():
-            if pod.info.started_s <= 0 or pod.request.gpu_count < config.min_gpus:
+        for started_s, request in self.view.pending_multi_gpu_pods():
+            if started_s <= 0 or request.gpu_count < config.min_gpus:
                 continue
-            if is_starving(pod.request, now - pod.info.started_s, config.min_gpus, config.wait_s):
-                starving.append(pod)
+            if is_starving(request, now - started_s, config.min_gpus, config.wait_s):
+                starving.append((started_s, request))
             else:
-                next_at_s = min(next_at_s, pod.info.started_s + config.wait_s)
-        starving.sort(key=lambda pod: pod.info.started_s)
-        requests = [pod.request for pod in starving]
-        self._starving = (self.view.fair_version, config, next_at_s, requests)
+                next_at_s = min(next_at_s, started_s + config.wait_s)
+        starving.sort(key=lambda pod: pod[0])
+        requests = [request for _, request in starving]
+        self._starving = (version, config, next_at_s, requests)
         return requests
 
     def _evaluate(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Evaluation:

@@ -155,6 +155,7 @@ class ClusterView:
         self._allocated_model_milli: dict[tuple[str, str], int] = {}
         self._pending_sizes: dict[str, dict[int, int]] = {}
         self._pending_multi_gpu: dict[str, None] = {}
+        self.pending_multi_gpu_version = 0
         self.fair_version = 0
         """Bumped whenever a team's GPUs, pending GPUs or weights may have changed."""
         self._gpu_seconds: dict[str, float] = {}
@@ -247,10 +248,16 @@ class ClusterView:
             },
         )
 
-    def pending_multi_gpu_pods(self) -> list[PodPlacement]:
-        """Pending pods asking for more than one GPU (candidates for anti-starvation)."""
-        placements = (self.lookup(uid) for uid in self._pending_multi_gpu)
-        return [p for p in placements if p is not None]
+    def pending_multi_gpu_pods(self) -> list[tuple[float, PodRequest]]:
+        """Pending pods asking for more than one GPU (candidates for anti-starvation):
+        when each started waiting, and its request.  The list changes only when
+        :attr:`pending_multi_gpu_version` does."""
+        pods = self._pods
+        return [
+            (entry.info.started_s, entry.request)
+            for uid in self._pending_multi_gpu
+            if (entry := pods.get(uid)) is not None
+        ]
 
     def priority_class_value(self, name: str) -> int | None:
         return self._priority_classes.get(name)
@@ -561,6 +568,7 @@ class ClusterView:
             if not sizes[milli]:
                 del sizes[milli]
             if entry.request.gpu_count > 1:
+                self.pending_multi_gpu_version += 1
                 if sign > 0:
                     self._pending_multi_gpu[entry.info.uid] = None
                 else:

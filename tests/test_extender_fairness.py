@@ -203,6 +203,20 @@ async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(
     assert after["NodeNames"] == ["gpu-1"]
 
 
+async def test_a_large_pod_that_starts_waiting_after_a_filter_is_seen_by_the_next() -> None:
+    # What fairpack remembers about starving pods must follow the pending large pods.
+    extender = platform()
+    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    small = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, before = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
+        _, after = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+    assert before["NodeNames"] == ["gpu-0", "gpu-1"]
+    assert after["NodeNames"] == ["gpu-1"]
+
+
 # --- prioritize: class terms ----------------------------------------------------------------
 
 
