@@ -12,6 +12,7 @@ tested with an in-memory source.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -48,6 +49,39 @@ class GoneError(FairpackError):
 
 class SourceError(FairpackError):
     """A list or watch request failed; retried with backoff."""
+
+
+class _CollectorPause:
+    """Python's cyclic garbage collector off while lists are read, then frozen.
+
+    A list of 100,000 pods allocates millions of objects (the parsed pages, the
+    records), and each allocation burst sets off collections that walk the
+    whole growing heap: a third of the sync time at 40,000 pods (``fairpack bench
+    view``).  The records hold no reference cycles, so nothing waits for the
+    collector meanwhile.  When the last concurrent list ends, the collector comes
+    back and everything then alive (the view) moves to the permanent generation
+    (``gc.freeze``), so later collections, between requests, no longer walk it.
+    """
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        if self._depth == 0:
+            self._was_enabled = gc.isenabled()
+            gc.disable()
+        self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._was_enabled:
+            gc.freeze()
+            gc.enable()
+
+
+collector_paused = _CollectorPause()
+"""Shared by every reflector (they list concurrently at start-up) and the view benchmark."""
 
 
 @dataclass(frozen=True)
@@ -156,14 +190,15 @@ class Reflector:
         listed_at_s = self._clock()
         records: list[Any] = []
         token: str | None = None
-        while True:
-            page = await self.source.list(self.resource, token)
-            translate = self._sink.translate
-            records.extend(r for obj in page.items if (r := translate(obj)) is not None)
-            token = page.continue_token
-            if not token:
-                break
-        self._sink.replaced(records, listed_at_s)
+        with collector_paused:
+            while True:
+                page = await self.source.list(self.resource, token)
+                translate = self._sink.translate
+                records.extend(r for obj in page.items if (r := translate(obj)) is not None)
+                token = page.continue_token
+                if not token:
+                    break
+            self._sink.replaced(records, listed_at_s)
         self.resource_version = page.resource_version
         self._metrics.watch_synced.labels(self.resource).set(1)
         self.synced.set()

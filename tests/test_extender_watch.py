@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,46 @@ async def test_the_policy_configmap_is_reloaded_and_a_bad_one_refused() -> None:
     config.upserted({"metadata": {}, "data": {"config.yaml": "policy: {weights: {x: 1}}"}})
     config.deleted(good)
     assert sink.config.current.policy.weights == {"best_fit": 5.0}
+
+
+class GatedSource(FakeSource):
+    """A FakeSource whose second list page waits for ``release``."""
+
+    def __init__(self, lists: list[list[Page]]) -> None:
+        super().__init__(lists, [])
+        self.release = asyncio.Event()
+        self.collector_during_list: list[bool] = []
+
+    async def list(self, resource: str, continue_token: str | None) -> Page:
+        self.collector_during_list.append(gc.isenabled())
+        if continue_token:
+            await self.release.wait()
+        return await super().list(resource, continue_token)
+
+
+async def test_the_collector_is_off_while_any_list_runs_then_the_view_is_frozen() -> None:
+    view, sink, _ = feed()
+    slow = GatedSource([[Page([kube_node(node("n0"))], "1", "more"), Page([], "2", None)]])
+    fast = FakeSource([[Page([], "1", None)]], [])
+    nodes = Reflector(slow, "node", sink.sink("node"), Metrics(), clock=view.clock)
+    namespaces = Reflector(fast, "namespace", sink.sink("namespace"), Metrics(), clock=view.clock)
+    gc.enable()
+    frozen_before = gc.get_freeze_count()
+    tasks = [asyncio.create_task(r.run()) for r in (nodes, namespaces)]
+    try:
+        await asyncio.wait_for(namespaces.synced.wait(), timeout=10)
+        assert not gc.isenabled()  # the node list is still running
+        slow.release.set()
+        await asyncio.wait_for(nodes.synced.wait(), timeout=10)
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen_before
+        assert slow.collector_during_list == [False, False]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        gc.unfreeze()
+        gc.enable()
 
 
 # -- the API client's per-request environment lookups ----------------------------------------------
