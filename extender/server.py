@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import ssl
 from collections.abc import Sequence
@@ -166,23 +165,23 @@ async def serve_inventory(nodes: Sequence[NodeSpec], options: ServeOptions) -> N
     await _serve_until_stopped(app, options, public)
 
 
-_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "ws_proxy", "wss_proxy")
-
-
 def skip_env_lookups(api: Any) -> bool:
     """Stop kubernetes-asyncio's session looking up proxies and netrc on every request.
 
     Its aiohttp session trusts the environment, so every request (a bind per pod)
     looks for a proxy and a netrc entry on a worker thread: two thread hand-offs
     on the event loop's critical path, a tenth of fairpack's busy time under
-    kube-scheduler at 1,000 nodes (py-spy).  Without proxy variables or a netrc
-    file there is nothing to find, and the lookups are switched off; otherwise
-    they stay.  Returns whether they were switched off.
+    kube-scheduler at 1,000 nodes (py-spy).  When aiohttp's own lookups (the
+    same functions, asked once here) find neither, they are switched off;
+    otherwise they stay.  Returns whether they were switched off.
     """
-    netrc = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
-    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARIABLES):
+    from urllib.request import getproxies
+
+    from aiohttp.helpers import netrc_from_env
+
+    if any(scheme in ("http", "https", "ws", "wss") for scheme in getproxies()):
         return False
-    if netrc.exists():
+    if netrc_from_env() is not None:
         return False
     session = api.rest_client.pool_manager
     if not hasattr(session, "_trust_env"):  # a future aiohttp: leave it be

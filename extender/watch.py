@@ -38,6 +38,8 @@ from extender.wire import Node, Pod
 log = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 500
+LIST_TIMEOUT_S = 60
+"""Per list page (the API server answers a page of 500 in well under a second)."""
 WATCH_TIMEOUT_S = (300, 600)
 """Each watch asks the server to end it after a random time in this range."""
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
@@ -52,20 +54,23 @@ class SourceError(FairpackError):
 
 
 class _CollectorPause:
-    """Python's cyclic garbage collector off while lists are read, then frozen.
+    """Python's cyclic garbage collector off while lists are read.
 
     A list of 100,000 pods allocates millions of objects (the parsed pages, the
     records), and each allocation burst sets off collections that walk the
     whole growing heap: a third of the sync time at 40,000 pods (``fairpack bench
     view``).  The records hold no reference cycles, so nothing waits for the
     collector meanwhile.  When the last concurrent list ends, the collector comes
-    back and everything then alive (the view) moves to the permanent generation
-    (``gc.freeze``), so later collections, between requests, no longer walk it.
+    back; after the first complete sync it collects once and moves everything
+    then alive (the view) to the permanent generation (``gc.freeze``), so later
+    collections, between requests, no longer walk it.  A list that fails or is
+    cancelled only turns the collector back on.
     """
 
     def __init__(self) -> None:
         self._depth = 0
         self._was_enabled = False
+        self._frozen = False
 
     def __enter__(self) -> None:
         if self._depth == 0:
@@ -73,11 +78,15 @@ class _CollectorPause:
             gc.disable()
         self._depth += 1
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._was_enabled:
+        if self._depth or not self._was_enabled:
+            return
+        if exc_type is None and not self._frozen:
+            gc.collect()  # nothing unreachable goes to the permanent generation
             gc.freeze()
-            gc.enable()
+            self._frozen = True
+        gc.enable()
 
 
 collector_paused = _CollectorPause()
@@ -334,7 +343,8 @@ class KubeSource:
         return response
 
     async def list(self, resource: str, continue_token: str | None) -> Page:
-        params: dict[str, Any] = {"limit": LIST_PAGE_SIZE}
+        # A page that never comes would hold the collector off (collector_paused).
+        params: dict[str, Any] = {"limit": LIST_PAGE_SIZE, "_request_timeout": LIST_TIMEOUT_S}
         if continue_token:
             params["_continue"] = continue_token
         response = await self._request(resource, **params)

@@ -53,6 +53,7 @@ FloatArray = NDArray[np.float64]
 
 
 ShapeKey = tuple[int, int, int, frozenset[str], int]
+"""A pod shape: ``(cpu_milli, milli_per_gpu, gpu_count, allowed_models, min_gpu_memory_mib)``."""
 GrowthKey = tuple[int, int, int]
 """A placement for :meth:`FragmentAggregates.growth`: ``(gpu_count, milli_per_gpu, cpu_milli)``."""
 _GROWTH_KEYS = 32
@@ -61,7 +62,6 @@ _COLUMNS_PAY_PER_SHAPE = 200
 """Rows per shape from which a weighted row sum is faster a column at a time (measured)."""
 _FLOAT_DIVISION_FROM = 4096
 """Cells (rows x shapes) from which dividing by reciprocals beats integer division (measured)."""
-"""A pod shape: ``(cpu_milli, milli_per_gpu, gpu_count, allowed_models, min_gpu_memory_mib)``."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def _stranded(
         return np.maximum(gpu_copies - cpu_copies, 0) * milli_total  # type: ignore[no-any-return]
     gpu_reciprocal, cpu_reciprocal, float_bonus, float_milli_total = shapes.stranding_reciprocals
     by_gpus: FloatArray = np.where(whole, _floor_div(count_at_least, gpu_reciprocal), share_copies)
-    by_cpu = np.floor((cpu_free_milli + 0.5)[:, None] * cpu_reciprocal)  # _floor_div
+    by_cpu = _floor_div(cpu_free_milli[:, None], cpu_reciprocal)
     by_cpu += float_bonus
     by_gpus -= by_cpu
     stranded = np.maximum(by_gpus, 0.0, out=by_gpus)
@@ -226,6 +226,7 @@ def _weighted_row_sum(values: NDArray[Any], weight: FloatArray) -> FloatArray:
     change.
     """
     n_rows, n_shapes = values.shape
+    # (numpy sums a Fortran-ordered array left to right instead; callers pass C order.)
     # Column by column pays for its calls only over many rows of few shapes; numpy
     # splits rows beyond 128 recursively.
     if n_rows < _COLUMNS_PAY_PER_SHAPE * n_shapes or n_shapes > 128 or n_shapes == 0:

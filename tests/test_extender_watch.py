@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -179,7 +181,12 @@ class GatedSource(FakeSource):
         return await super().list(resource, continue_token)
 
 
-async def test_the_collector_is_off_while_any_list_runs_then_the_view_is_frozen() -> None:
+async def test_the_collector_is_off_while_any_list_runs_then_the_view_is_frozen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import extender.watch
+
+    monkeypatch.setattr(extender.watch, "collector_paused", extender.watch._CollectorPause())
     view, sink, _ = feed()
     slow = GatedSource([[Page([kube_node(node("n0"))], "1", "more"), Page([], "2", None)]])
     fast = FakeSource([[Page([], "1", None)]], [])
@@ -204,36 +211,68 @@ async def test_the_collector_is_off_while_any_list_runs_then_the_view_is_frozen(
         gc.enable()
 
 
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_the_first_sync_freezes_no_garbage_and_a_failed_list_freezes_nothing() -> None:
+    from extender.watch import _CollectorPause
+
+    pause = _CollectorPause()
+    gc.enable()
+    try:
+        frozen_before = gc.get_freeze_count()
+        with pytest.raises(SourceError), pause:
+            assert not gc.isenabled()
+            raise SourceError("connection reset")
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == frozen_before
+        with pause:
+            garbage = weakref.ref(Cycle())  # unreachable at once, but a cycle
+        assert gc.get_freeze_count() > frozen_before
+        gc.collect()
+        assert garbage() is None  # collected before the freeze, not kept for ever
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
 # -- the API client's per-request environment lookups ----------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("variable", "netrc", "switched_off"),
     [
-        (None, False, True),  # nothing to find: no thread hand-offs per bind
-        ("HTTPS_PROXY", False, False),  # a proxy to honour
-        ("no_proxy", False, True),  # exclusions alone need no lookup
-        (None, True, False),  # credentials to read
+        (None, None, True),  # nothing to find: no thread hand-offs per bind
+        ("HTTPS_PROXY", None, False),  # a proxy to honour
+        ("Http_Proxy", None, False),  # any case, as urllib reads them
+        ("no_proxy", None, True),  # exclusions alone need no lookup
+        (None, ".netrc", False),  # credentials to read
+        (None, "elsewhere", False),  # NETRC names the file
     ],
 )
 async def test_env_lookups_are_skipped_only_when_there_is_nothing_to_find(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     variable: str | None,
-    netrc: bool,
+    netrc: str | None,
     switched_off: bool,
 ) -> None:
     from kubernetes_asyncio import client
 
-    from extender.server import _PROXY_VARIABLES, skip_env_lookups
+    from extender.server import skip_env_lookups
 
-    for name in (*_PROXY_VARIABLES, *(v.upper() for v in _PROXY_VARIABLES), "NETRC"):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy") or name == "NETRC":
+            monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
     if variable:
         monkeypatch.setenv(variable, "http://proxy.example:3128")
     if netrc:
-        (tmp_path / ".netrc").write_text("machine 127.0.0.1 login a password b\n")
+        (tmp_path / netrc).write_text("machine 127.0.0.1 login a password b\n")
+        if netrc != ".netrc":
+            monkeypatch.setenv("NETRC", str(tmp_path / netrc))
     configuration = client.Configuration(host="https://127.0.0.1:6443")
     async with client.ApiClient(configuration) as api:
         assert skip_env_lookups(api) is switched_off

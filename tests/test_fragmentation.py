@@ -38,7 +38,14 @@ from scoring import (
     choose_gpus,
     node_fragment,
 )
-from scoring.fragmentation import _COLUMNS_PAY_PER_SHAPE, _weighted_row_sum
+from scoring.fragmentation import (
+    _COLUMNS_PAY_PER_SHAPE,
+    _FLOAT_DIVISION_FROM,
+    _aggregate,
+    _floor_div,
+    _fragment,
+    _weighted_row_sum,
+)
 from scoring.terms import fragmentation
 
 
@@ -484,26 +491,84 @@ def test_memoised_growth_equals_a_fresh_one_as_the_cluster_changes(
 ) -> None:
     # Every pod twice, each placed on its first candidate: the memo sees repeated
     # shapes over rows that changed since, and must answer as fresh aggregates do.
-    memo = FragmentAggregates(shapes, cpu_stranding)
-    for request_ in stream + stream:
+    # Halfway, the learner's weights move (reweighted aggregates: F changes).
+    keys = shapes.keys()
+    assume(len(set(keys)) == len(keys))  # a learned table never repeats a shape
+    table = shapes
+    memo: FragmentAggregates | None = FragmentAggregates(shapes, cpu_stranding)
+    for i, request_ in enumerate(stream + stream):
+        if i == len(stream):
+            table = ShapeTable.from_rows(keys, (shapes.weight[::-1] + 0.1).tolist())
+            memo = memo.reweighted(table) if memo is not None else None
+        assert memo is not None
         rows = check_feasibility(state, request_).feasible_rows
         if not len(rows):
             continue
         shared = shared_gpu_of(state, request_, rows)
-        fresh = FragmentAggregates(shapes, cpu_stranding)
+        fresh = FragmentAggregates(table, cpu_stranding)
         expected = fragmentation(Candidates(state, request_, rows, shared, fresh))
         got = fragmentation(Candidates(state, request_, rows, shared, memo))
         assert got.tolist() == expected.tolist()  # bit for bit
         state.place(int(rows[0]), request_, choose_gpus(state.free_milli[rows[:1]], request_)[0])
 
 
-@pytest.mark.parametrize("n_shapes", [1, 5, 7, 8, 9, 16, 23, 64, 128, 129, 200])
+def test_floor_division_by_reciprocal_is_exact() -> None:
+    # Exact multiples are where a bare n * (1 / d) lands just below the integer
+    # (49 * (1 / 49) is 0.9999999999999999), and the largest CPU values the
+    # int32-sized view can hold.
+    divisors = np.arange(1, 5_001)
+    multiples = divisors[:, None] * np.array([1, 2, 3, 7, 49, 1_000])
+    numerators = np.concatenate([multiples.ravel(), multiples.ravel() - 1, [2**31 - 1, -1, -49]])
+    for divisor in [*range(1, 60), 49_000, 96_000, 2**31 - 1]:
+        expected = numerators // divisor
+        got = _floor_div(numerators[:, None], np.array([1.0 / divisor]))[:, 0]
+        assert np.array_equal(got, expected), divisor
+    got = _floor_div(multiples, 1.0 / divisors[:, None].astype(np.float64))
+    assert np.array_equal(got, multiples // divisors[:, None])
+
+
+@pytest.mark.parametrize("n_shapes", [3, 12, 40])
+def test_a_nodes_fragment_is_the_same_in_a_large_batch_and_alone(n_shapes: int) -> None:
+    # Large batches take the float division and the column sum, a single row the
+    # integer path and numpy's sum: F (and so FGD's integer score) must not care.
+    rng = np.random.default_rng(n_shapes)
+    n_rows = max(_COLUMNS_PAY_PER_SHAPE * n_shapes, _FLOAT_DIVISION_FROM)
+    rows = [
+        (
+            int(rng.choice([0, 2_000, 8_000, 33_000])),
+            int(milli),
+            int(rng.choice([1, 2, 4, 8])) if milli else 0,
+            frozenset(),
+            float(rng.uniform(0.01, 1.0)),
+        )
+        for milli in rng.choice([0, 150, 500, 1_000, 1_000], n_shapes)
+    ]
+    shapes = shape_table(*rows)
+    free = rng.choice([0, 100, 450, 1_000], (n_rows, 8))
+    cpu = rng.integers(-1_000, 200_000, n_rows)
+    count, below, copies = _aggregate(free, shapes.milli_per_gpu)
+    ok = rng.random((n_rows, n_shapes)) < 0.9
+    together = _fragment(shapes, ok, cpu, count, below, copies, free.sum(axis=1))
+    for row in rng.choice(n_rows, 40, replace=False).tolist():
+        alone = _fragment(
+            shapes,
+            ok[row : row + 1],
+            cpu[row : row + 1],
+            count[row : row + 1],
+            below[row : row + 1],
+            copies[row : row + 1],
+            free[row : row + 1].sum(axis=1),
+        )
+        assert alone[0] == together[row]
+
+
+@pytest.mark.parametrize("n_shapes", [1, 5, 7, 8, 9, 16, 23, 64, 127, 128])
 def test_weighted_row_sum_is_numpys_sum_bit_for_bit(n_shapes: int) -> None:
     # numpy sums rows of 8 or more in eight interleaved partial sums; the column
     # loop must add in that order, or F_after - F_before of an unchanged node is
     # not exactly 0 and FGD's integer score flips.
     rng = np.random.default_rng(n_shapes)
-    rows = _COLUMNS_PAY_PER_SHAPE * min(n_shapes, 128)  # enough rows for the column path
+    rows = _COLUMNS_PAY_PER_SHAPE * n_shapes  # enough rows for the column path
     values = rng.integers(0, 800_000, (rows, n_shapes)).astype(np.float64)
     weight = rng.random(n_shapes)
     weight /= weight.sum()
