@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -209,6 +209,15 @@ class _FairContext:
         return self.held_rows[off], tuple(self.held_for[i] for i in off.tolist())
 
 
+class _StarvingMemo(NamedTuple):
+    """Which pending large pods starve, valid for one set of them until ``until_s``."""
+
+    version: int
+    config: StarvationConfig
+    until_s: float
+    requests: list[PodRequest]
+
+
 class _Bounded(OrderedDict[str, Any]):
     """A dict that forgets its oldest entries beyond ``capacity``."""
 
@@ -255,7 +264,7 @@ class Extender:
         self._priority_encoder = HostPriorityEncoder()
         self._memo: _FilterMemo | None = None
         self._fair_cache: tuple[Any, _FairContext] | None = None
-        self._starving: tuple[int, StarvationConfig, float, list[PodRequest]] | None = None
+        self._starving: _StarvingMemo | None = None
         self._decisions = 0
         self._group_share = 0.0
         self._requests = _Bounded(request_cache_size)
@@ -471,11 +480,12 @@ class Extender:
         """
         now = time.time()
         version = self.view.pending_multi_gpu_version
-        cached = self._starving
-        if cached is not None and cached[:2] == (version, config) and now < cached[2]:
-            return cached[3]
+        memo = self._starving
+        if memo is not None and memo[:2] == (version, config) and now < memo.until_s:
+            return memo.requests
         starving, next_at_s = [], math.inf
         for started_s, request in self.view.pending_multi_gpu_pods():
+            # Too small to ever starve: it must not set when to look again either.
             if started_s <= 0 or request.gpu_count < config.min_gpus:
                 continue
             if is_starving(request, now - started_s, config.min_gpus, config.wait_s):
@@ -484,7 +494,7 @@ class Extender:
                 next_at_s = min(next_at_s, started_s + config.wait_s)
         starving.sort(key=lambda pod: pod[0])
         requests = [request for _, request in starving]
-        self._starving = (version, config, next_at_s, requests)
+        self._starving = _StarvingMemo(version, config, next_at_s, requests)
         return requests
 
     def _evaluate(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Evaluation:
