@@ -217,6 +217,30 @@ async def test_a_large_pod_that_starts_waiting_after_a_filter_is_seen_by_the_nex
     assert after["NodeNames"] == ["gpu-1"]
 
 
+async def test_prioritize_evaluates_again_when_the_pods_team_goes_over_its_share() -> None:
+    # Between filter and prioritize, ml-team-a's pods land on gpu-1 (not among the
+    # nodes scored), taking it over its share: the reclaim-cost term reads that, so
+    # the filter's evaluation must not be reused.
+    fairness = FairnessConfig(
+        team_weights={"ml-team-a": 1.0, "ml-team-b": 10.0}, weights_from_quota=False
+    )
+    weights = {"fragmentation": 1.0, "reclaim_cost": 1.0}
+    extender = platform(FairpackConfig(policy=PolicyConfig(weights=weights, fairness=fairness)))
+    for i in range(16):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    probe = pod("a-probe", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, filtered = await post(client, "filter", filter_body(probe, ["gpu-0"]))
+        assert filtered["NodeNames"] == ["gpu-0"]
+        over_before = extender.view.state.over_share_teams
+        running(extender, "a-0", request(gpus=8), "gpu-1", "ml-team-a")
+        await post(client, "prioritize", filter_body(probe, ["gpu-0"]))
+    assert "ml-team-a" not in over_before
+    assert "ml-team-a" in extender.view.state.over_share_teams
+    reused = extender.metrics.registry.get_sample_value("fairpack_prioritize_reused_total")
+    assert reused == 0.0
+
+
 # --- prioritize: class terms ----------------------------------------------------------------
 
 
