@@ -48,10 +48,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmarks.replay import (
     BATCH_PRIORITY,
@@ -295,6 +297,7 @@ def run(
     trace: Sequence[TracePod],
     jobs: int = 1,
     arm_names: Sequence[str] | None = None,
+    quiet: bool = True,
 ) -> tuple[dict[str, Any], list[ReplayResult]]:
     """Every arm over the scenario's workload: the JSON document and the raw results."""
     capacity = float(sum(node.gpu_count for node in nodes))
@@ -308,12 +311,14 @@ def run(
     chosen = [arm for arm in arms(scenario, capacity) if arm_names is None or arm.name in arm_names]
     _JOB.update(nodes=list(nodes), pods=pods, settings=settings)
     started = time.perf_counter()
+    # Each arm replays four hours of arrivals (minutes on two cores): show them finish.
+    progress = partial(tqdm, total=len(chosen), unit="arm", file=sys.stderr, disable=quiet)
     if jobs <= 1 or len(chosen) == 1:
-        results = [_run_arm(arm) for arm in chosen]
+        results = [_run_arm(arm) for arm in progress(chosen, desc="fairness arms")]
     else:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(jobs, len(chosen)), mp_context=context) as pool:
-            results = list(pool.map(_run_arm, chosen))
+            results = list(progress(pool.map(_run_arm, chosen), desc="fairness arms"))
     window = (scenario.warmup_s, scenario.horizon_s)
     summary = {result.arm: summarize(result, window) for result in results}
     document: dict[str, Any] = {
@@ -423,7 +428,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"fairpack simulate: {exc}", file=sys.stderr)
         return 2
     jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    document, results = run(Scenario(seed=seed), nodes, trace, jobs=jobs)
+    quiet = bool(getattr(args, "quiet", False))
+    document, results = run(Scenario(seed=seed), nodes, trace, jobs=jobs, quiet=quiet)
     print_table(document)
     if getattr(args, "json", None):
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -128,3 +128,13 @@ def test_simulate_dispatches_the_fairness_scenario(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(fairness, "main", lambda args: seen.append(args) or 0)
     assert cli.main(["simulate", "--scenario", "fairness", "--json", "out.json"]) == 0
     assert seen and seen[0].json == Path("out.json")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_arms_show_their_progress_unless_quiet(
+    quiet: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a whole run takes minutes: the CLI shows each arm finish (--quiet hides it)
+    run(small(), NODES[:20], TRACE, jobs=1, arm_names=["free-for-all"], quiet=quiet)
+    shown = "fairness arms" in capsys.readouterr().err
+    assert shown is not quiet
