@@ -160,14 +160,19 @@ async def test_namespaces_of_one_team_count_together() -> None:
 # --- filter: node holds for starving pods -----------------------------------------------------
 
 
+def a_team_on_both_nodes(extender: Extender) -> dict[str, Any]:
+    """ml-team-a holds 2 GPUs of gpu-0 and 6 of gpu-1; returns its next 1-GPU pod."""
+    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    return pod("a-2", request(gpus=1), namespace="ml-team-a")
+
+
 async def test_small_pods_keep_off_the_node_held_for_a_starving_large_pod() -> None:
     # an 8-GPU pod of ml-team-b pending for 20 minutes (> 600 s): gpu-0 (6 free) is the
     # closest to freeing 8 GPUs and is held; a 1-GPU pod goes to gpu-1 (2 free)
     extender = platform()
-    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
-    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    small = a_team_on_both_nodes(extender)
     pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
-    small = pod("a-2", request(gpus=1), namespace="ml-team-a")
     async with serve(extender) as client:
         _, answer = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
     assert answer["NodeNames"] == ["gpu-1"]
@@ -190,10 +195,8 @@ async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(
     # Nothing in the view changes between the two filters; only the clock moves past
     # the 8-GPU pod's wait (600 s), so what fairpack remembers about it must expire.
     extender = platform()
-    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
-    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    small = a_team_on_both_nodes(extender)
     pending(extender, "big", request(gpus=8), "ml-team-b", age_s=590)
-    small = pod("a-2", request(gpus=1), namespace="ml-team-a")
     async with serve(extender) as client:
         _, before = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
         now = time.time()
@@ -206,9 +209,7 @@ async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(
 async def test_a_large_pod_that_starts_waiting_after_a_filter_is_seen_by_the_next() -> None:
     # What fairpack remembers about starving pods must follow the pending large pods.
     extender = platform()
-    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
-    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
-    small = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    small = a_team_on_both_nodes(extender)
     async with serve(extender) as client:
         _, before = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
         pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
