@@ -20,9 +20,11 @@ on each, the dry run evicts all of them and then spares, most important first
 node is chosen by fewest PDB violations (none here), lowest highest victim
 priority, fewest and lowest-priority victims, then the latest-started victims.
 With an extender (the fairpack arm) the candidates go through
-``scoring.victims`` first, exactly as the extender's preempt verb does.  Victims
-release their GPUs ``grace_s`` later, are recreated by their controller at once
-(a Job's pod starts over), and the preemptor waits for them.
+``scoring.victims`` first, exactly as the extender's preempt verb does: a node
+whose dry-run victims fairpack refuses gets fairpack's own victims there, if any
+will do (``scoring.victims.choose_victims``).  Victims release their GPUs
+``grace_s`` later, are recreated by their controller at once (a Job's pod starts
+over), and the preemptor waits for them.
 
 An :class:`Arm` is one scheduler configuration: kube-scheduler's default scoring
 (``NodeResourcesFit`` LeastAllocated, ``benchmarks.policies.kube``) or
@@ -40,6 +42,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
@@ -48,12 +51,26 @@ from benchmarks.policies.kube import KubeLeastPolicy
 from benchmarks.traces import TracePod
 from scoring import ClusterState, NodeSpec, OnlineFragments, PodClass, PodRequest, PolicyConfig
 from scoring import evaluate as evaluate_placement
-from scoring.fairshare import TeamShares, fair_share_gate, gate_holds, team_shares, water_fill
+from scoring.fairshare import (
+    PASS,
+    GateDecision,
+    TeamShares,
+    fair_share_gate,
+    gate_holds,
+    team_shares,
+    water_fill,
+)
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
 from scoring.starvation import is_starving, kept_off, reserved_rows
 from scoring.state import MILLI_PER_GPU, IntArray
-from scoring.victims import VictimDecision, VictimRecord, best_nodes, select_victims
+from scoring.victims import (
+    VictimDecision,
+    VictimRecord,
+    best_nodes,
+    choose_victims,
+    select_victims,
+)
 
 INTERACTIVE_PRIORITY = 1_000_000
 """The platform's ``inference-critical`` PriorityClass."""
@@ -268,6 +285,7 @@ class Replay:
         self.returning: list[int] = []
         self.nominated_rows: dict[int, int] = {}
         """Rows a preemptor waits on, with its priority."""
+        self.victim_records: dict[int, VictimRecord] = {}
         self.blocked: set[int] = set()
         self.waits: list[WaitRecord] = []
         self.preemptions: list[PreemptionRecord] = []
@@ -523,6 +541,7 @@ class Replay:
     def _release(self, index: int, counted_on_row: bool = True) -> None:
         instance = self.instances[index]
         self.state.release(instance.row, instance.request, instance.gpus)
+        self.victim_records.pop(index, None)
         if counted_on_row:
             self._count_on_row(index, -1)
         self._ledger_held(instance, -1)
@@ -936,16 +955,17 @@ class Replay:
         ]
         if not lower:
             return []
-        free = state.free_milli[row].copy()
+        # Plain lists: a node's few GPUs are summed faster in Python than in numpy.
+        free: list[int] = state.free_milli[row].tolist()
         cpu = int(state.cpu_free_milli[row])
         memory = int(state.memory_free_mib[row])
         for i in lower:
             victim = self.instances[i]
-            if victim.request.gpu_count:
-                free[list(victim.gpus)] += victim.request.milli_per_gpu
+            for gpu in victim.gpus:
+                free[gpu] += victim.request.milli_per_gpu
             cpu += victim.request.cpu_milli
             memory += victim.request.memory_mib
-        if not _fits(free, cpu, memory, request):
+        if not _fits_list(free, cpu, memory, request):
             return []
         # Most important first: highest priority, then the oldest.
         lower.sort(key=lambda i: (-self.instances[i].request.priority, self.instances[i].started_s))
@@ -953,14 +973,14 @@ class Replay:
         for i in lower:
             spared = self.instances[i]
             r = spared.request
-            if r.gpu_count:
-                free[list(spared.gpus)] -= r.milli_per_gpu
+            for gpu in spared.gpus:
+                free[gpu] -= r.milli_per_gpu
             cpu -= r.cpu_milli
             memory -= r.memory_mib
-            if _fits(free, cpu, memory, request):
+            if _fits_list(free, cpu, memory, request):
                 continue
-            if r.gpu_count:
-                free[list(spared.gpus)] += r.milli_per_gpu
+            for gpu in spared.gpus:
+                free[gpu] += r.milli_per_gpu
             cpu += r.cpu_milli
             memory += r.memory_mib
             victims.append(i)
@@ -979,36 +999,65 @@ class Replay:
     def _extender_preempt(
         self, request: PodRequest, proposals: dict[int, list[int]], shares: TeamShares | None
     ) -> dict[int, list[int]]:
-        """What the extender's preempt verb answers (``extender.service.Extender.preempt``)."""
+        """What the extender's preempt verb answers (``extender.service.Extender.preempt``):
+        the accepted rows, each with its victims (fairpack's own where it refused the dry
+        run's)."""
         decisions: dict[str, VictimDecision] = {}
         state = self.state
         free = float(state.free_milli.sum()) / MILLI_PER_GPU
         size = request.gpu_milli / MILLI_PER_GPU
+
+        def gate(victims: Sequence[VictimRecord]) -> GateDecision:
+            if shares is None:
+                return PASS
+            freed = sum(victim.gpus for victim in victims)
+            own = sum(victim.gpus for victim in victims if victim.team == request.team)
+            return fair_share_gate(shares, request.team, size, free + freed, own)
+
         for row, victims in proposals.items():
             records = [self._victim_record(i) for i in victims]
             decision = select_victims(request, records, shares)
-            if decision.accepted and shares is not None:
-                freed = sum(record.gpus for record in records)
-                own = sum(record.gpus for record in records if record.team == request.team)
-                gate = fair_share_gate(shares, request.team, size, free + freed, own)
-                if gate.hold:
-                    decision = VictimDecision(refused=gate.reason)
+            if decision.accepted and (held := gate(records)).hold:
+                decision = VictimDecision(refused=held.reason)
+            if not decision.accepted:
+                on_row = [self._victim_record(i) for i in self.on_row[row]]
+                fits = partial(self._fits_without, row, request)
+                decision = choose_victims(request, on_row, fits, shares, gate=gate)
             decisions[str(row)] = decision
         kept = best_nodes(decisions, {}, shares)
-        return {int(name): proposals[int(name)] for name in kept}
+        return {int(name): [int(v.uid) for v in decisions[name].victims] for name in kept}
+
+    def _fits_without(self, row: int, request: PodRequest, victims: Sequence[VictimRecord]) -> bool:
+        """Whether ``request`` fits node ``row`` once ``victims`` (pods on it) are gone."""
+        state = self.state
+        free: list[int] = state.free_milli[row].tolist()
+        cpu = int(state.cpu_free_milli[row])
+        memory = int(state.memory_free_mib[row])
+        for record in victims:
+            victim = self.instances[int(record.uid)]
+            r = victim.request
+            for gpu in victim.gpus:
+                free[gpu] += r.milli_per_gpu
+            cpu += r.cpu_milli
+            memory += r.memory_mib
+        return _fits_list(free, cpu, memory, request)
 
     def _victim_record(self, index: int) -> VictimRecord:
-        instance = self.instances[index]
-        request = instance.request
-        return VictimRecord(
-            uid=str(index),
-            team=request.team,
-            pod_class=request.pod_class,
-            priority=request.priority,
-            preemptible=request.preemptible,
-            started_s=instance.started_s,
-            gpus=request.gpu_milli / MILLI_PER_GPU,
-        )
+        """The extender's record of a running pod (the same until it stops: kept)."""
+        record = self.victim_records.get(index)
+        if record is None:
+            instance = self.instances[index]
+            request = instance.request
+            record = self.victim_records[index] = VictimRecord(
+                uid=str(index),
+                team=request.team,
+                pod_class=request.pod_class,
+                priority=request.priority,
+                preemptible=request.preemptible,
+                started_s=instance.started_s,
+                gpus=request.gpu_milli / MILLI_PER_GPU,
+            )
+        return record
 
     def _evict(self, now: float, index: int, preemptor: PodRequest) -> None:
         instance = self.instances[index]
@@ -1036,6 +1085,17 @@ def _fits(free: IntArray, cpu: int, memory: int, request: PodRequest) -> bool:
     if request.is_sharing:
         return bool((free >= request.milli_per_gpu).any())
     return int((free >= MILLI_PER_GPU).sum()) >= request.gpu_count
+
+
+def _fits_list(free: list[int], cpu: int, memory: int, request: PodRequest) -> bool:
+    """:func:`_fits` over a plain list of a node's free milli-GPUs."""
+    if cpu < request.cpu_milli or memory < request.memory_mib:
+        return False
+    if request.gpu_count == 0:
+        return True
+    if request.is_sharing:
+        return any(f >= request.milli_per_gpu for f in free)
+    return sum(1 for f in free if f >= MILLI_PER_GPU) >= request.gpu_count
 
 
 def replay(

@@ -57,7 +57,13 @@ from scoring.groups import NodeGroups
 from scoring.policy import StarvationConfig
 from scoring.starvation import is_starving, kept_off, reserved_rows
 from scoring.state import BoolArray, IntArray
-from scoring.victims import VictimDecision, VictimRecord, best_nodes, select_victims
+from scoring.victims import (
+    VictimDecision,
+    VictimRecord,
+    best_nodes,
+    choose_victims,
+    select_victims,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +236,13 @@ class _Bounded(OrderedDict[str, Any]):
         self.move_to_end(key)
         while len(self) > self.capacity:
             self.popitem(last=False)
+
+
+def _highest_priority_first(decision: VictimDecision) -> list[VictimRecord]:
+    """A node's victims as kube-scheduler's dry run lists them, highest priority first:
+    it ranks candidate nodes by ``Pods[0]``'s priority, taking it for the highest.  Ties
+    keep fairpack's victim order."""
+    return sorted(decision.victims, key=lambda victim: -victim.priority)
 
 
 class Extender:
@@ -719,16 +732,20 @@ class Extender:
                 request, records, fair.shares, preemptor_gpus=fair.request_gpus(request)
             )
             row = state.row_of(node)
-            if decision.accepted and fair.shares is not None:
+            if row is not None and row in held:
+                decision = VictimDecision(refused=HELD_NODE_REASON.format(gpus=held[row]))
+            elif decision.accepted and fair.shares is not None:
                 gate = fair.gate(state, request, records)
                 if gate.hold:
                     decision = VictimDecision(refused=gate.reason)
-                elif row is not None and row in held:
-                    decision = VictimDecision(refused=HELD_NODE_REASON.format(gpus=held[row]))
             if decision.accepted and row is not None:
                 scratch = scratch if scratch is not None else state.copy()
                 if not self._fits_after_eviction(scratch, request, node, uids):
                     decision = VictimDecision(refused="the pod would not fit after the eviction")
+            if not decision.accepted and row is not None and row not in held:
+                # kube-scheduler's victims break fairpack's rules here: name fairpack's own.
+                scratch = scratch if scratch is not None else state.copy()
+                decision = self._own_victims(scratch, request, node, fair, decision)
             if not decision.accepted:
                 log.debug("preemption of %s on %s refused: %s", key.key, node, decision.refused)
                 self.metrics.preemption_nodes.labels("refused").inc()
@@ -742,7 +759,9 @@ class Extender:
         return {
             "NodeNameToMetaVictims": {
                 node: {
-                    "Pods": [{"UID": victim.uid} for victim in decisions[node].victims],
+                    "Pods": [
+                        {"UID": victim.uid} for victim in _highest_priority_first(decisions[node])
+                    ],
                     "NumPDBViolations": pdb_violations[node],
                 }
                 for node in best
@@ -788,6 +807,37 @@ class Extender:
             started_s=placement.info.started_s,
             gpus=gpus,
         )
+
+    def _own_victims(
+        self,
+        scratch: ClusterState,
+        request: PodRequest,
+        node: str,
+        fair: _FairContext,
+        refused: VictimDecision,
+    ) -> VictimDecision:
+        """fairpack's victims on ``node`` (``scoring.victims.choose_victims``) in place of
+        kube-scheduler's, which it ``refused``; still refused when none will do."""
+        state = self.view.state
+        on_node = [self._victim(placement.info.uid, fair) for placement in self.view.pods_on(node)]
+
+        def fits(victims: Sequence[VictimRecord]) -> bool:
+            return self._fits_after_eviction(scratch, request, node, [v.uid for v in victims])
+
+        def gate(victims: Sequence[VictimRecord]) -> GateDecision:
+            return fair.gate(state, request, victims)
+
+        own = choose_victims(
+            request,
+            on_node,
+            fits,
+            fair.shares,
+            gate=gate,
+            preemptor_gpus=fair.request_gpus(request),
+        )
+        if not own.accepted:
+            return VictimDecision(refused=f"{refused.refused}; {own.refused}")
+        return own
 
     def _fits_after_eviction(
         self, scratch: ClusterState, request: PodRequest, node: str, uids: Sequence[str]

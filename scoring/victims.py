@@ -2,24 +2,39 @@
 
 kube-scheduler's preemption proposes, per candidate node, the smallest set of
 lower-priority pods whose eviction makes room (its dry run), then asks the
-extender.  fairpack accepts a node only if it agrees to every victim there
-(returning a subset would leave the preemptor without room), and refuses it when
-a victim is:
+extender.  fairpack accepts a node's proposal only if it agrees to every victim
+there (returning a subset would leave the preemptor without room) and the
+fair-share gate lets the preemptor through once they are gone.  It refuses a
+victim that is:
 
 * marked not preemptible;
 * interactive (or unknown to fairpack, so possibly interactive) while the
   preemptor is batch: a batch pod never preempts an interactive one;
 * of a team that is not over its share while the preemptor's team would be
-  over its own with the pod: a team under its share is not the victim of a team
-  over it.
+  over its own with the pod, its own victims given back: a team under its
+  share is not the victim of a team over it (a team that makes room from its
+  own pods and so ends within its share is not over it).
 
 Victims are ordered by :func:`victim_order_key`: batch before interactive, then
 the teams furthest over their share, then lowest priority, then the most
-recently started (least work lost).  Among the accepted nodes only the best tier
-goes back to kube-scheduler (:func:`best_nodes`): fewest PDB violations, then the
-node whose most protected victim comes earliest in that order by class and by
-team.  kube-scheduler then picks among them by its own rules (lowest victim
-priority, fewest victims, latest start), which are the rest of the order.
+recently started (least work lost).
+
+kube-scheduler's dry run picks victims by priority and start time alone, blind
+to teams: on a node it may propose another team's pods, at its share, where the
+preemptor's own team's batch pods would do.  Where fairpack refuses the
+proposal it names victims of its own on that node (:func:`choose_victims`;
+kube-scheduler takes back any pods of the node): the pods these rules allow,
+taken in the victim order until the preemptor fits and the rules and the gate
+hold, then spared, most protected first, while they still do.  So a team at its
+share makes room for its interactive pod from its own batch work.  fairpack
+does not see PodDisruptionBudgets: such a node keeps the violation count
+kube-scheduler gave its own proposal.
+
+Among the accepted nodes only the best tier goes back to kube-scheduler
+(:func:`best_nodes`): fewest PDB violations, then the node whose most protected
+victim comes earliest in that order by class and by team.  kube-scheduler then
+picks among them by its own rules (lowest victim priority, fewest victims,
+latest start), which are the rest of the order.
 
 Pure functions over plain records: the extender's preempt verb and the
 simulator's preemption both call them.
@@ -27,10 +42,10 @@ simulator's preemption both call them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from scoring.fairshare import EPSILON_GPUS, TeamShares
+from scoring.fairshare import EPSILON_GPUS, GateDecision, TeamShares
 from scoring.request import PodClass, PodRequest
 
 
@@ -86,6 +101,64 @@ def _excess(shares: TeamShares | None) -> dict[str, float]:
     return {team: float(shares.held[i] - shares.deserved[i]) for i, team in enumerate(shares.teams)}
 
 
+def preemptor_over_share(
+    preemptor: PodRequest,
+    shares: TeamShares | None,
+    preemptor_gpus: float | None = None,
+    released_gpus: float = 0.0,
+) -> bool:
+    """Whether the preemptor's team would hold more than its deserved share with the pod,
+    once ``released_gpus`` of its own pods are gone (False without shares or for a team
+    they do not know)."""
+    if shares is None or (i := shares.index(preemptor.team)) is None:
+        return False
+    size = preemptor.gpu_milli / 1000 if preemptor_gpus is None else preemptor_gpus
+    return bool(shares.held[i] - released_gpus + size > shares.deserved[i] + EPSILON_GPUS)
+
+
+def _refusal(preemptor: PodRequest, victim: VictimRecord) -> str:
+    """Why ``victim`` may never be evicted for ``preemptor`` ("" when it may)."""
+    if not victim.preemptible:
+        return f"pod {victim.uid} is not preemptible"
+    if preemptor.pod_class == PodClass.BATCH:
+        if victim.pod_class is None:
+            return f"pod {victim.uid} is unknown to fairpack and may be interactive"
+        if victim.pod_class == PodClass.INTERACTIVE:
+            return f"pod {victim.uid} is interactive; a batch pod cannot evict it"
+    return ""
+
+
+def _at_or_under_share(shares: TeamShares, team: str) -> bool:
+    j = shares.index(team)
+    return j is not None and bool(shares.held[j] <= shares.deserved[j] + EPSILON_GPUS)
+
+
+def _share_refusal(
+    preemptor: PodRequest,
+    victims: Sequence[VictimRecord],
+    shares: TeamShares | None,
+    preemptor_gpus: float | None,
+) -> str:
+    """Why ``victims`` may not go together for ``preemptor`` by the share rule ("" when they
+    may): one is of another team at or under its share while the preemptor's team, its own
+    victims gone, would be over its share with the pod."""
+    if shares is None:
+        return ""
+    own = sum(victim.gpus for victim in victims if victim.team == preemptor.team)
+    if not preemptor_over_share(preemptor, shares, preemptor_gpus, own):
+        return ""
+    for victim in victims:
+        if victim.team != preemptor.team and _at_or_under_share(shares, victim.team):
+            j = shares.index(victim.team)
+            assert j is not None
+            return (
+                f"pod {victim.uid} is of team {victim.team}, which holds"
+                f" {shares.held[j]:.1f} GPUs of a deserved {shares.deserved[j]:.1f},"
+                f" and team {preemptor.team} would be over its share"
+            )
+    return ""
+
+
 def select_victims(
     preemptor: PodRequest,
     offered: Sequence[VictimRecord],
@@ -102,37 +175,85 @@ def select_victims(
     """
     if not offered:
         return VictimDecision(refused="no victims proposed")
-    preemptor_over = False
-    if shares is not None and (i := shares.index(preemptor.team)) is not None:
-        size = preemptor.gpu_milli / 1000 if preemptor_gpus is None else preemptor_gpus
-        preemptor_over = shares.held[i] + size > shares.deserved[i] + EPSILON_GPUS
+    for victim in offered:
+        refused = _refusal(preemptor, victim)
+        if refused:
+            return VictimDecision(refused=refused)
+    refused = _share_refusal(preemptor, offered, shares, preemptor_gpus)
+    if refused:
+        return VictimDecision(refused=refused)
     excess: Mapping[str, float] | frozenset[str] = (
         _excess(shares) if shares is not None else over_share_teams
     )
-    for victim in offered:
-        if not victim.preemptible:
-            return VictimDecision(refused=f"pod {victim.uid} is not preemptible")
-        if preemptor.pod_class == PodClass.BATCH:
-            if victim.pod_class is None:
-                return VictimDecision(
-                    refused=f"pod {victim.uid} is unknown to fairpack and may be interactive"
-                )
-            if victim.pod_class == PodClass.INTERACTIVE:
-                return VictimDecision(
-                    refused=f"pod {victim.uid} is interactive; a batch pod cannot evict it"
-                )
-        if preemptor_over and shares is not None and victim.team != preemptor.team:
-            j = shares.index(victim.team)
-            if j is not None and shares.held[j] <= shares.deserved[j] + EPSILON_GPUS:
-                return VictimDecision(
-                    refused=(
-                        f"pod {victim.uid} is of team {victim.team}, which holds"
-                        f" {shares.held[j]:.1f} GPUs of a deserved {shares.deserved[j]:.1f},"
-                        f" and team {preemptor.team} would be over its share"
-                    )
-                )
     ordered = sorted(offered, key=lambda v: victim_order_key(v, excess))
     return VictimDecision(victims=tuple(ordered))
+
+
+def choose_victims(
+    preemptor: PodRequest,
+    on_node: Sequence[VictimRecord],
+    fits: Callable[[Sequence[VictimRecord]], bool],
+    shares: TeamShares | None = None,
+    *,
+    gate: Callable[[Sequence[VictimRecord]], GateDecision] | None = None,
+    preemptor_gpus: float | None = None,
+) -> VictimDecision:
+    """fairpack's own victims on one node, or the reason there are none.
+
+    on_node : every pod on the node (pods of the preemptor's priority or above,
+        and pods the rules of :func:`select_victims` refuse, are never taken)
+    fits : whether the preemptor fits the node once the given pods are gone
+    gate : the fair-share gate once the given pods are gone (None: no gate)
+
+    The allowed pods are taken in :func:`victim_order_key` order until the
+    preemptor fits, the share rule holds and the gate passes; then each taken
+    pod, most protected first, is spared if all three still hold without it
+    (kube-scheduler's reprieve, in fairpack's order).  The victims come back in
+    that order.
+    """
+    allowed = [
+        victim
+        for victim in on_node
+        if victim.priority < preemptor.priority and not _refusal(preemptor, victim)
+    ]
+    own = sum(victim.gpus for victim in allowed if victim.team == preemptor.team)
+    if shares is not None and preemptor_over_share(preemptor, shares, preemptor_gpus, own):
+        # Over its share even with all its own pods here gone: the share rule refuses
+        # every pod of a team at or under its share.
+        allowed = [
+            victim
+            for victim in allowed
+            if victim.team == preemptor.team or not _at_or_under_share(shares, victim.team)
+        ]
+    if not allowed:
+        return VictimDecision(refused="no pod on the node that fairpack may evict")
+    excess = _excess(shares)
+    allowed.sort(key=lambda v: victim_order_key(v, excess))
+
+    def blocked(victims: Sequence[VictimRecord]) -> str:
+        if not fits(victims):
+            return "the pod would not fit"
+        refused = _share_refusal(preemptor, victims, shares, preemptor_gpus)
+        if refused:
+            return refused
+        if gate is not None and (decision := gate(victims)).hold:
+            return decision.reason or "the fair-share gate would hold the pod"
+        return ""
+
+    taken: list[VictimRecord] = []
+    for victim in allowed:
+        taken.append(victim)
+        reason = blocked(taken)
+        if not reason:
+            break
+    else:
+        return VictimDecision(refused=f"even with every pod fairpack may evict here gone, {reason}")
+    # The last pod taken is needed with the others; spare the rest, most protected first.
+    for victim in reversed(taken[:-1]):
+        spared = [v for v in taken if v is not victim]
+        if not blocked(spared):
+            taken = spared
+    return VictimDecision(victims=tuple(taken))
 
 
 def node_cost(

@@ -266,10 +266,11 @@ async def test_class_placement_steers_by_capacity_type(pod_class: PodClass, best
 
 async def test_an_over_share_team_never_preempts_an_under_share_team() -> None:
     # a holds 14 (deserves 10.7 with b's demand of 2 running + 4 pending); b holds 2 of 5.3.
-    # a's interactive preemptor may take a's own batch pod (gpu-0) but not b's (gpu-1).
+    # a's interactive preemptor may take a's own batch pod (gpu-0) but not b's (gpu-1): on
+    # gpu-1 fairpack names a's own 6-GPU pod instead (14 - 6 + 2 = 10 <= 10.7, within share).
     extender = platform()
     own = running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
-    running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    own_too = running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
     theirs = running(extender, "b-0", request(gpus=2), "gpu-1", "ml-team-b")
     for i in range(4):
         pending(extender, f"b-{i + 1}", request(gpus=1), "ml-team-b")
@@ -281,7 +282,10 @@ async def test_an_over_share_team_never_preempts_an_under_share_team() -> None:
             client, "preempt", preempt_body(urgent, {"gpu-0": [own], "gpu-1": [theirs]})
         )
     assert answer == {
-        "NodeNameToMetaVictims": {"gpu-0": {"Pods": [{"UID": own}], "NumPDBViolations": 0}}
+        "NodeNameToMetaVictims": {
+            "gpu-0": {"Pods": [{"UID": own}], "NumPDBViolations": 0},
+            "gpu-1": {"Pods": [{"UID": own_too}], "NumPDBViolations": 0},
+        }
     }
 
 
@@ -311,11 +315,19 @@ async def test_preempt_for_a_held_back_pod_is_refused() -> None:
     # weights 4:2:1 (ml-team-c: default 1), 16 GPUs.  Demand a 12 + 1, b 6, c 4:
     # 7 L = 16 -> L = 2.29: a 9.1, b 4.6, c 2.3.  c is over its share, so its pod may be a
     # victim; but a would grow further over its own while b waits for 4.6 GPUs and the
-    # eviction frees 0 + 1 - 1 = 0 of them: the gate holds, the node is refused.
+    # eviction frees 0 + 1 - 1 = 0 of them: the gate holds.  fairpack has no victims of
+    # its own there either: a-1 is of the preemptor's priority, and evicting both of c's
+    # pods frees 4 - 1 = 3 < 4.6 for b while a would hold 13 > 9.1.  The node is refused.
     extender = platform()
     extender.view.apply(Upserted("namespace", NamespaceInfo("ml-team-c", "ml-team-c")))
     running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
-    running(extender, "a-1", request(gpus=4), "gpu-1", "ml-team-a")
+    running(
+        extender,
+        "a-1",
+        request(gpus=4, pod_class=INTERACTIVE, priority=1000),
+        "gpu-1",
+        "ml-team-a",
+    )
     running(extender, "c-0", request(gpus=3), "gpu-1", "ml-team-c")
     victim = running(extender, "c-1", request(gpus=1), "gpu-1", "ml-team-c")
     for i in range(6):
@@ -343,6 +355,21 @@ async def test_an_over_share_team_may_swap_its_own_batch_for_interactive() -> No
     async with serve(extender) as client:
         _, answer = await post(client, "preempt", preempt_body(urgent, {"gpu-1": [own]}))
     assert set(answer["NodeNameToMetaVictims"]) == {"gpu-1"}
+
+
+async def test_victims_go_back_highest_priority_first() -> None:
+    # kube-scheduler ranks candidate nodes by the priority of Pods[0], taking it for the
+    # highest victim priority: the list must be ordered so, whatever fairpack's own order
+    # (which evicts the lower-priority a-0 first)
+    extender = platform()
+    low = running(extender, "a-0", request(gpus=4, priority=10), "gpu-0", "ml-team-a")
+    high = running(extender, "a-1", request(gpus=4, priority=500), "gpu-0", "ml-team-a")
+    urgent = pod(
+        "a-chat", request(gpus=8, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-a"
+    )
+    async with serve(extender) as client:
+        _, answer = await post(client, "preempt", preempt_body(urgent, {"gpu-0": [low, high]}))
+    assert answer["NodeNameToMetaVictims"]["gpu-0"]["Pods"] == [{"UID": high}, {"UID": low}]
 
 
 async def test_preempt_with_a_single_team_keeps_the_old_rules() -> None:

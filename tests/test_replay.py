@@ -123,6 +123,29 @@ def test_batch_never_preempts_interactive_in_the_fairpack_arm() -> None:
     assert run([node("n", 1)], pods, fairpack_arm()).preemptions == []
 
 
+def test_a_team_at_its_share_makes_room_for_its_interactive_pod_from_its_own_batch() -> None:
+    # 4 GPUs, teams a and b (1:1) each run two batch pods to the end (b's started last).
+    # a's interactive pod arrives at t=10: demand a 3, b 2 -> deserved 2 and 2, so a would
+    # be over its share.  kube-scheduler's dry run offers b's last-started pod, which
+    # fairpack refuses (b is at its share); it names one of a's own batch pods instead
+    # (a ends at 2 - 1 + 1 = 2).  The interactive pod starts after the 30 s grace; without
+    # the swap it would wait for a batch pod to leave (t=2000, past the horizon).
+    pods = [
+        pod("a0", run=2000),
+        pod("a1", run=2000),
+        pod("b0", team="b", at=1, run=2000),
+        pod("b1", team="b", at=1, run=2000),
+        pod("chat", at=10, pod_class=PodClass.INTERACTIVE),
+    ]
+    result = run([node("n", 4)], pods, fairpack_arm())
+    assert [(p.preemptor_team, p.victim_team, p.victim_class) for p in result.preemptions] == [
+        ("a", "a", "batch")
+    ]
+    assert [w.wait_s for w in result.waits if w.pod_class == "interactive"] == [30]
+    # kube-scheduler alone takes b's pod
+    assert [p.victim_team for p in run([node("n", 4)], pods, KUBE).preemptions] == ["b"]
+
+
 def test_hard_quotas_cap_a_team_and_leave_gpus_idle() -> None:
     # team a may hold 2 of 4 GPUs: its 4 pods run two at a time (0-100, 100-200)
     pods = [pod(f"a{i}") for i in range(4)]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 from builders import node, state_of, whole
 
 from scoring import PodClass, PodRequest
-from scoring.fairshare import TeamShares, team_shares
+from scoring.fairshare import GateDecision, TeamShares, fair_share_gate, team_shares
 from scoring.starvation import kept_off, reserved_rows
 from scoring.victims import (
     VictimDecision,
     VictimRecord,
     best_nodes,
+    choose_victims,
     node_cost,
     select_victims,
     victim_order_key,
@@ -75,6 +78,26 @@ def test_shares_fixture_is_as_documented() -> None:
         ),
         # ... but greedy may evict its own pods
         (preemptor(team="greedy"), [VictimRecord("g", team="greedy", pod_class=BATCH)], True, ""),
+        # ... and steady's along with 31 GPUs of its own: 70 - 31 + 1 = 40, within its share
+        (
+            preemptor(team="greedy"),
+            [
+                VictimRecord("g", team="greedy", pod_class=BATCH, gpus=31),
+                VictimRecord("s", team="steady", pod_class=BATCH, gpus=1),
+            ],
+            True,
+            "",
+        ),
+        # with 30 of its own it would still be over (70 - 30 + 1 = 41 > 40): refused
+        (
+            preemptor(team="greedy"),
+            [
+                VictimRecord("g", team="greedy", pod_class=BATCH, gpus=30),
+                VictimRecord("s", team="steady", pod_class=BATCH, gpus=1),
+            ],
+            True,
+            "pod s is of team steady",
+        ),
         # late is under its share (10 + 1 <= 30): it may evict greedy's batch pods
         (preemptor(team="late"), [VictimRecord("g", team="greedy", pod_class=BATCH)], True, ""),
         # late under its share may also evict steady (also under): only over-share
@@ -91,6 +114,8 @@ def test_shares_fixture_is_as_documented() -> None:
         "nothing-offered",
         "over-share-never-evicts-under-share",
         "over-share-evicts-own-team",
+        "over-share-gives-back-enough",
+        "over-share-gives-back-too-little",
         "under-share-evicts-over-share",
         "under-share-evicts-under-share",
     ],
@@ -133,6 +158,115 @@ def test_victim_order_key_accepts_a_set_of_over_share_teams() -> None:
         fair, frozenset({"greedy"})
     )
     assert victim_order_key(VictimRecord("i", pod_class=INTERACTIVE)) > victim_order_key(fair)
+
+
+# --- fairpack's own victims on a node (choose_victims) -------------------------------------
+
+
+def two_teams(held_a: float) -> TeamShares:
+    """a holds ``held_a`` of a deserved 50; b holds 40 of 50 and waits for 10."""
+    # demands held_a + (55 - held_a) = 55 and 40 + 20 = 60 over 100 GPUs, weights 1:1:
+    # L = 50 -> 50 and 50; b waits for min(pending 20, 50 - 40) = 10
+    return team_shares(
+        ["a", "b"],
+        np.array([1.0, 1.0]),
+        np.array([held_a, 40.0]),
+        np.array([55.0 - held_a, 20.0]),
+        100.0,
+        np.array([1.0, 1.0]),
+    )
+
+
+ON_NODE = [
+    VictimRecord("a-batch-1", team="a", pod_class=BATCH, started_s=10, gpus=1),
+    VictimRecord("b-batch-1", team="b", pod_class=BATCH, started_s=20, gpus=1),
+    VictimRecord("a-batch-4", team="a", pod_class=BATCH, started_s=5, gpus=4),
+    VictimRecord("a-chat", team="a", pod_class=INTERACTIVE, priority=100, started_s=1, gpus=1),
+]
+"""A full node; the rest of the cluster has 100 - held_a - 40 GPUs free."""
+SHARED_GPU = [
+    VictimRecord("a-half", team="a", pod_class=BATCH, started_s=10, gpus=0.5),
+    VictimRecord("b-half", team="b", pod_class=BATCH, started_s=20, gpus=0.5),
+]
+"""A one-GPU node shared by two half-GPU batch pods."""
+
+
+def team_pod(
+    team: str, gpus: int, pod_class: PodClass = INTERACTIVE, priority: int = 100
+) -> PodRequest:
+    return PodRequest(
+        gpu_count=gpus, milli_per_gpu=1000, pod_class=pod_class, team=team, priority=priority
+    )
+
+
+@pytest.mark.parametrize(
+    ("held_a", "preemptor_", "on_node", "expected"),
+    [
+        # a is at its share (50 + 1 > 50): b (40 of 50) is not its victim; a-chat is of its
+        # priority.  Its own batch pods, most recently started first: a-batch-1 alone makes
+        # room, and a ends within its share (50 - 1 + 1 = 50) -> pass
+        (50, team_pod("a", 1), ON_NODE, ["a-batch-1"]),
+        # 2 GPUs: a-batch-1 is not enough, a-batch-4 is added (fits, 50 - 5 + 2 = 47); then
+        # a-batch-1 is spared (a-batch-4 alone: 4 >= 2, 50 - 4 + 2 = 48)
+        (50, team_pod("a", 2), ON_NODE, ["a-batch-4"]),
+        # a holds 52, over its share (+2, b -10): its own batch pods come first, and
+        # swapping a-batch-1 for the 1-GPU interactive pod does not grow a (52 - 1 + 1):
+        # the gate passes
+        (52, team_pod("a", 1), ON_NODE, ["a-batch-1"]),
+        # 2 GPUs: a-batch-1 leaves no room; with a-batch-4 too (5 of its own GPUs for 2) it
+        # fits and a does not grow; a-batch-1 is spared (4 of its own for 2)
+        (52, team_pod("a", 2), ON_NODE, ["a-batch-4"]),
+        # without a-batch-4 on the node: b's pod is not a's victim (52 - 1 + 2 > 50 even
+        # with a-batch-1 gone), and a-batch-1 alone leaves no room
+        (52, team_pod("a", 2), ON_NODE[:2], "the pod would not fit"),
+        # b is under its share (40 + 1 <= 50): any team's batch pods, a's (excess 0) before
+        # its own (-10); a-chat is interactive, never the victim of a batch pod
+        (50, team_pod("b", 1, BATCH, priority=50), ON_NODE, ["a-batch-1"]),
+        # only b's pod and an interactive pod of a's priority: nothing a may evict
+        (50, team_pod("a", 1), ON_NODE[1::2], "no pod on the node that fairpack may evict"),
+        # 8 GPUs: a's 5 evictable GPUs on the node are not enough
+        (50, team_pod("a", 8), ON_NODE, "the pod would not fit"),
+        # one GPU shared by a half-GPU batch pod of a and one of b; a holds 49.5: giving
+        # back its half it ends at 49.5 - 0.5 + 1 = 50 <= 50, within its share, so b's
+        # half may go too (a is not over b), and the gate passes
+        (49.5, team_pod("a", 1), SHARED_GPU, ["a-half", "b-half"]),
+        # a holds 50: 50 - 0.5 + 1 > 50, a stays over its share: b's half is not its victim
+        # and a's half alone does not free the GPU
+        (50, team_pod("a", 1), SHARED_GPU, "the pod would not fit"),
+    ],
+    ids=[
+        "swap-own-batch",
+        "spare-what-is-not-needed",
+        "over-share-swaps-own",
+        "over-share-swap-must-not-grow",
+        "over-share-no-room",
+        "under-share-reclaims",
+        "none-allowed",
+        "no-room",
+        "gives-back-enough-to-share-a-gpu",
+        "gives-back-too-little",
+    ],
+)
+def test_choose_victims(
+    held_a: float, preemptor_: PodRequest, on_node: list[VictimRecord], expected: list[str] | str
+) -> None:
+    shares = two_teams(held_a)
+    free = 100 - held_a - 40
+    size = preemptor_.gpu_count
+
+    def fits(victims: Sequence[VictimRecord]) -> bool:
+        return sum(v.gpus for v in victims) >= size
+
+    def gate(victims: Sequence[VictimRecord]) -> GateDecision:
+        freed = sum(v.gpus for v in victims)
+        own = sum(v.gpus for v in victims if v.team == preemptor_.team)
+        return fair_share_gate(shares, preemptor_.team, size, free + freed, own)
+
+    decision = choose_victims(preemptor_, on_node, fits, shares, gate=gate)
+    if isinstance(expected, str):
+        assert not decision.accepted and expected in decision.refused
+    else:
+        assert [v.uid for v in decision.victims] == expected
 
 
 def accepted(*victims: VictimRecord) -> VictimDecision:

@@ -288,6 +288,47 @@ def test_interactive_pod_preempts_the_batch_pod_first_in_fairpack_victim_order(
     )
 
 
+def test_a_team_at_its_share_makes_room_for_its_interactive_pod_from_its_own_batch(
+    cluster: Cluster, make_namespace: Callable[..., str], priority_classes: dict[str, int]
+) -> None:
+    """kube-scheduler proposes another team's pod; fairpack names the preemptor's own.
+
+    One A10G (4 GPUs), teams "own" and "other" of equal weight, each running a 2-GPU batch
+    pod (own's at batch-inference, other's at priority 0).  own's 2-GPU interactive pod
+    arrives: demands 4 and 2 in 4 GPUs water-fill to 2 and 2.  kube-scheduler's dry run
+    spares the higher-priority pod and proposes other's, but other is at its share while
+    own would hold 4: fairpack refuses it and names own's batch pod (own then holds 2).
+    kube-scheduler takes a victim outside its proposal if it is on the node.
+    """
+    fleet = cluster.fleet
+    cluster.create_nodes([gpu_node(f"{fleet}-only", A10G_24GB, fleet=fleet, labels={POOL: "only"})])
+    suffix = fleet.rsplit("-", 1)[-1]
+    namespaces = {
+        role: make_namespace(
+            f"ml-{role}", {"team": f"ml-{role}-{suffix}", "cost-center": "cc-4030"}
+        )
+        for role in ("own", "other")
+    }
+
+    def pod(name: str, **kw: Any) -> dict[str, Any]:
+        manifest = gpu_pod(name, fleet=fleet, gpus=2, cpu="1", memory="4Gi", **kw)
+        manifest["spec"]["nodeSelector"][POOL] = "only"
+        return manifest
+
+    cluster.create(namespaces["own"], pod("own-batch", priority_class="batch-inference"))
+    cluster.create(namespaces["other"], pod("other-batch"))
+    for role in ("own", "other"):
+        cluster.wait_bound(namespaces[role], f"{role}-batch")
+    cluster.create(namespaces["own"], pod("chat", priority_class="inference-critical"))
+
+    assert cluster.wait_bound(namespaces["own"], "chat", timeout=60) == f"{fleet}-only"
+    assert cluster.pod(namespaces["own"], "own-batch") is None
+    survivor = cluster.pod(namespaces["other"], "other-batch")
+    assert survivor is not None and not survivor["metadata"].get("deletionTimestamp"), (
+        cluster.describe(namespaces["own"], "chat")
+    )
+
+
 def test_batch_pod_never_preempts_an_interactive_pod(platform: Platform) -> None:
     cluster = platform.cluster
     # Interactive by label, at priority 0: kube-scheduler alone would evict them for a
