@@ -107,6 +107,11 @@ class Metrics:
             ["webhook", "result"],
             registry=r,
         )
+        self.holds_lifted = Counter(
+            "fairpack_holds_lifted",
+            "Held pods kube-scheduler was asked to retry once the view showed their hold lift.",
+            registry=r,
+        )
         self.fairshare_holds = Counter(
             "fairpack_fairshare_holds",
             "Pods held back at filter: their team is over its share while teams under it wait.",

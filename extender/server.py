@@ -200,7 +200,7 @@ async def serve_cluster(
     """List+watch the cluster, serve the extender, bind through the API server."""
     from kubernetes_asyncio import client, config
 
-    from extender.watch import KubeBinder, KubeSource, Reflector, ViewFeed
+    from extender.watch import KubeBinder, KubeRequeuer, KubeSource, Reflector, ViewFeed
 
     if kubeconfig:
         await config.load_kube_config(config_file=kubeconfig)
@@ -214,7 +214,7 @@ async def serve_cluster(
     view = ClusterView(required_kinds=KINDS)
     async with client.ApiClient() as api:
         skip_env_lookups(api)
-        extender = Extender(view, live, KubeBinder(api), metrics)
+        extender = Extender(view, live, KubeBinder(api), metrics, requeuer=KubeRequeuer(api))
         metrics.watch_view(view, lambda: extender.fragments.aggregates)
         source = KubeSource(api, configmap)
         feed = ViewFeed(view, live, metrics)
@@ -223,6 +223,7 @@ async def serve_cluster(
             for resource in source.resources
         ]
         tasks = [asyncio.create_task(r.run(), name=f"watch-{r.resource}") for r in reflectors]
+        tasks.append(asyncio.create_task(extender.requeue_lifted_holds(), name="requeue"))
         try:
             app, public = _apps(extender, options)
             await _serve_until_stopped(app, options, public)

@@ -7,6 +7,7 @@ their shape raises :class:`BadRequestError` with a one-line reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -91,6 +92,12 @@ class ViewOnlyBinder:
 
     async def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
         return None
+
+
+class Requeuer(Protocol):
+    """Makes kube-scheduler retry a pending pod (``extender.watch.KubeRequeuer``)."""
+
+    async def requeue(self, namespace: str, name: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,17 @@ class _StarvingMemo(NamedTuple):
     requests: list[PodRequest]
 
 
+@dataclass(frozen=True)
+class _Hold:
+    """A pod fairpack's filter left with no node: by the gate, or by node holds alone."""
+
+    key: PodKey
+    request: PodRequest
+    gate: bool
+    kept_off: frozenset[int]
+    """Rows held for starving pods that this pod had to keep off."""
+
+
 class _Bounded(OrderedDict[str, Any]):
     """A dict that forgets its oldest entries beyond ``capacity``."""
 
@@ -263,8 +281,11 @@ class Extender:
         observed_pods: int = 200_000,
         explained_pods: int = 1024,
         shortcuts: bool = True,
+        requeuer: Requeuer | None = None,
     ) -> None:
         self.view = view
+        self.requeuer = requeuer
+        """Asks kube-scheduler to retry a pod whose hold lifted (None: nobody to ask)."""
         self.config = config or LiveConfig()
         self.binder: Binder = binder or ViewOnlyBinder()
         self.metrics = metrics or Metrics()
@@ -283,6 +304,8 @@ class Extender:
         self._requests = _Bounded(request_cache_size)
         self._observed = _Bounded(observed_pods)
         self._explained = _Bounded(explained_pods)
+        self._holds: dict[str, _Hold] = {}
+        """Pending pods the filter held on every node it could have passed, by UID."""
 
     def _on_config(self, config: FairpackConfig) -> None:
         if config.policy.shapes != self.fragments.config:
@@ -568,6 +591,8 @@ class Extender:
         if held_back:
             passed = [name for name in passed if name not in held_back]
             self._memo = None
+            if not passed:
+                self._remember_hold(fair, key, request)
         elif self.shortcuts:
             self._memo = _FilterMemo(
                 key.uid,
@@ -581,6 +606,8 @@ class Extender:
                 state.row_version[rows[mask]],
                 state.over_share_teams,
             )
+        if passed and self._holds:
+            self._holds.pop(key.uid, None)
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         rejected_counts: dict[str, int] = {}
@@ -649,6 +676,70 @@ class Extender:
             for row, gpus in zip(off_rows.tolist(), held_for, strict=True)
         }
         return {name: held[name] for name in passed if name in held}
+
+    # -- holds that lift --------------------------------------------------------------------------
+    #
+    # kube-scheduler retries a pod the extender rejected on any cluster event, such as the
+    # deletion that lifts its hold; but it may retry before fairpack's watch has seen that
+    # event, be held again, and then wait for the next event, or five minutes.  So fairpack
+    # remembers the pods it held and, once its view shows a hold lifted, makes
+    # kube-scheduler retry them.
+
+    def _remember_hold(self, fair: _FairContext, key: PodKey, request: PodRequest) -> None:
+        off_rows, _ = fair.kept_off_rows(request)
+        gate = fair.gate(self.view.state, request).hold
+        self._holds[key.uid] = _Hold(key, request, gate, frozenset(off_rows.tolist()))
+
+    def lifted_holds(self) -> list[PodKey]:
+        """The held pods whose hold the view no longer shows, forgotten here; pods bound
+        or gone are forgotten too.
+
+        A hold lifts when the gate no longer holds the pod, and a pod held only by node
+        holds when one of its held nodes is released.
+        """
+        lifted: list[PodKey] = []
+        state = self.view.state
+        for uid, hold in list(self._holds.items()):
+            placement = self.view.lookup(uid)
+            if placement is None or placement.node:
+                del self._holds[uid]
+                continue
+            fair = self._fair(state, hold.key, hold.request)
+            if fair.gate(state, hold.request).hold:
+                continue
+            off_rows, _ = fair.kept_off_rows(hold.request)
+            if hold.gate or not hold.kept_off <= set(off_rows.tolist()):
+                del self._holds[uid]
+                lifted.append(hold.key)
+        return lifted
+
+    async def requeue_lifted_holds(self, interval_s: float = 1.0, recheck_s: float = 15.0) -> None:
+        """Forever: every ``interval_s`` in which what the holds depend on changed (GPUs
+        held or pending, quotas, the policy), ask kube-scheduler to retry the pods whose
+        hold lifted; and every ``recheck_s`` whatever changed (a large pod's wait running
+        out lets it through the gate).  Quota and policy changes and time are no events
+        to kube-scheduler: without this, their pods would wait for an unrelated event, or
+        five minutes."""
+        requeuer = self.requeuer
+        if requeuer is None:
+            return
+        seen: tuple[int, dict[str, int], FairpackConfig] | None = None
+        checked_s = time.monotonic()
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._holds:
+                continue
+            now = (self.view.fair_version, self.view.quota_gpus_by_team(), self.config.current)
+            if now == seen and time.monotonic() - checked_s < recheck_s:
+                continue
+            seen, checked_s = now, time.monotonic()
+            for key in self.lifted_holds():
+                log.info("hold on %s lifted; asking kube-scheduler to retry it", key.key)
+                self.metrics.holds_lifted.inc()
+                try:
+                    await requeuer.requeue(key.namespace, key.name)
+                except Exception:  # the next event retries it anyway; keep the loop alive
+                    log.warning("could not requeue %s", key.key, exc_info=True)
 
     # -- prioritize ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -405,3 +406,34 @@ class KubeBinder:
         except orjson.JSONDecodeError:
             message = text[:200].decode(errors="replace")
         raise BindError(f"binding {namespace}/{name} to {node}: HTTP {response.status}: {message}")
+
+
+REQUEUE_ANNOTATION = "fairpack.io/hold-lifted-at"
+
+
+class KubeRequeuer:
+    """Makes kube-scheduler retry a pending pod by patching an annotation on it.
+
+    kube-scheduler retries a pod an extender rejected on any cluster event, the pod's
+    own updates included (its ``Extender`` pseudo-plugin queues on every event).
+    """
+
+    def __init__(self, api_client: Any, timeout_s: float = 4.0) -> None:
+        from kubernetes_asyncio import client
+
+        self._core = client.CoreV1Api(api_client)
+        self._timeout_s = timeout_s
+
+    async def requeue(self, namespace: str, name: str) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body: Any = {"metadata": {"annotations": {REQUEUE_ANNOTATION: now}}}
+        response: Any = await self._core.patch_namespaced_pod(
+            name, namespace, body, _preload_content=False, _request_timeout=self._timeout_s
+        )
+        if response.status == 200 or response.status == 404:  # 404: gone, nothing to retry
+            response.release()
+            return
+        text = await response.read()
+        raise RuntimeError(
+            f"patching {namespace}/{name}: HTTP {response.status}: {text[:200].decode(errors='replace')}"
+        )

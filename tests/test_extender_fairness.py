@@ -6,6 +6,7 @@ comes into the view the way the watch brings it (Upserted records).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,10 +23,10 @@ from extender_builders import (
     service,
 )
 
-from extender import Extender, LiveConfig, Upserted
+from extender import Deleted, Extender, LiveConfig, Upserted
 from extender.config import FairpackConfig
 from extender.objects import NamespaceInfo, QuotaInfo, pod_info
-from extender.wire import Pod
+from extender.wire import ExtenderArgs, Pod
 from scoring import PodClass, PodRequest, PolicyConfig
 from scoring.policy import FairnessConfig
 
@@ -98,6 +99,79 @@ async def test_filter_holds_an_over_share_team_while_an_under_share_team_waits()
     assert held["FailedNodes"]["gpu-0"] == "node(s) lack 1 free GPU"
     assert 'fairpack_fairshare_holds_total{team="ml-team-a"} 1.0' in metrics
     assert 'fairpack_gpus_deserved{team="ml-team-b"} 5.33' in metrics
+
+
+# --- holds that lift ----------------------------------------------------------------------------
+
+
+class RecordingRequeuer:
+    def __init__(self) -> None:
+        self.requeued: list[tuple[str, str]] = []
+
+    async def requeue(self, namespace: str, name: str) -> None:
+        self.requeued.append((namespace, name))
+
+
+def a_pod_held(extender: Extender) -> tuple[dict[str, Any], str]:
+    """a-2 pending in the view, held by the filter (see the test above), and the UID of
+    a-1, whose end (6 GPUs) lifts the hold: a then holds 8, demands a 9 and b 6 in 16
+    GPUs give a 9, and 8 + 1 <= 9."""
+    running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
+    a_1 = running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    for i in range(6):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    manifest = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    add(extender, manifest)
+    held = extender.filter(ExtenderArgs.model_validate(filter_body(manifest, ["gpu-0", "gpu-1"])))
+    assert held["NodeNames"] == []
+    return manifest, a_1
+
+
+def test_a_held_pod_is_retried_once_the_view_shows_its_hold_lifted() -> None:
+    extender = platform()
+    _, a_1 = a_pod_held(extender)
+    assert extender.lifted_holds() == []  # nothing changed: still held
+    extender.view.apply(Deleted("pod", a_1))
+    assert [key.key for key in extender.lifted_holds()] == ["ml-team-a/a-2"]
+    assert extender.lifted_holds() == []  # asked once; a new hold is remembered anew
+
+
+def test_a_held_pod_that_is_bound_or_gone_is_forgotten() -> None:
+    extender = platform()
+    held, a_1 = a_pod_held(extender)
+    extender.view.apply(Deleted("pod", held["metadata"]["uid"]))
+    extender.view.apply(Deleted("pod", a_1))
+    assert extender.lifted_holds() == []
+
+
+def test_a_pod_the_filter_passes_is_no_longer_held() -> None:
+    extender = platform()
+    held, a_1 = a_pod_held(extender)
+    extender.view.apply(Deleted("pod", a_1))
+    passed = extender.filter(ExtenderArgs.model_validate(filter_body(held, ["gpu-0", "gpu-1"])))
+    assert passed["NodeNames"] == ["gpu-1"]
+    assert extender.lifted_holds() == []
+
+
+async def test_the_service_asks_kube_scheduler_to_retry_a_pod_whose_hold_lifted() -> None:
+    requeuer = RecordingRequeuer()
+    extender = platform()
+    extender.requeuer = requeuer
+    _, a_1 = a_pod_held(extender)
+    loop = asyncio.create_task(extender.requeue_lifted_holds(interval_s=0.01))
+    try:
+        await asyncio.sleep(0.05)
+        assert requeuer.requeued == []
+        extender.view.apply(Deleted("pod", a_1))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if requeuer.requeued:
+                break
+        await asyncio.sleep(0.05)
+    finally:
+        loop.cancel()
+    assert requeuer.requeued == [("ml-team-a", "a-2")]
+    assert extender.metrics.holds_lifted._value.get() == 1
 
 
 async def test_the_waiting_team_passes_the_gate() -> None:

@@ -253,6 +253,7 @@ def test_fairpack_rbac_is_exactly_what_it_calls() -> None:
         ("scheduling.k8s.io", "priorityclasses", "list"),
         ("scheduling.k8s.io", "priorityclasses", "watch"),
         ("", "pods/binding", "create"),
+        ("", "pods", "patch"),
     }
     config_role = find(objects, "Role", "fairpack-config-reader")
     assert config_role["rules"] == [

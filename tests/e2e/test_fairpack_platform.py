@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from extender.watch import REQUEUE_ANNOTATION
+
 from .cluster import Cluster
 from .controlplane import wait_for
 from .fairpack_stack import FairpackStack
@@ -400,17 +402,23 @@ def test_fairpack_filter_reason_shows_in_the_failed_scheduling_event(platform: P
     assert not cluster.node_of(team_a, "four")
 
 
-def test_a_fairness_hold_shows_in_the_failed_scheduling_event(
-    cluster: Cluster, make_namespace: Callable[..., str]
-) -> None:
-    """A team over its share is held while an under-share team waits and free GPUs are short.
+@dataclass
+class Hold:
+    namespaces: dict[str, str]
+    """role (hog, late) -> namespace"""
+    teams: dict[str, str]
+    """role -> team"""
+
+
+def hold_hog_more(cluster: Cluster, make_namespace: Callable[..., str]) -> Hold:
+    """A team over its share is held while an under-share team waits.
 
     Fleet: one A100 (8 GPUs, pool "busy") and one A10G (4 GPUs, pool "spare"), 12 GPUs.
     ``hog`` fills the A100 with four 2-GPU pods; ``late`` then asks for 4 GPUs on the A100
     and waits.  Demands 8 and 4 fit in 12, so hog deserves 8 and late 4.  hog asks for 2
-    more on the A10G: demands 10 and 4 water-fill to 8 and 4, hog would hold 10 > 8, and the
-    4 free GPUs less 2 would not cover late's 4.  fairpack holds hog's pod on every node,
-    and kube-scheduler's event carries the reason.
+    more on the A10G (``hog-more``): demands 10 and 4 water-fill to 8 and 4, hog would hold
+    10 > 8, and the 4 free GPUs less 2 would not cover late's 4.  fairpack holds hog's pod on
+    every node, and kube-scheduler's event carries the reason.
     """
     fleet = cluster.fleet
     cluster.create_nodes(
@@ -460,12 +468,32 @@ def test_a_fairness_hold_shows_in_the_failed_scheduling_event(
         f"teams under their share ({teams['late']} 0.0/4.0) wait for 4.0 GPUs" in (event["message"])
     ), event["message"]
     assert not cluster.node_of(namespaces["hog"], "hog-more")
+    return Hold(namespaces, teams)
 
+
+def test_a_fairness_hold_shows_in_the_failed_scheduling_event(
+    cluster: Cluster, make_namespace: Callable[..., str]
+) -> None:
+    hold = hold_hog_more(cluster, make_namespace)
     # One of hog's pods finishes: hog holds 6, and 6 + 2 is within its 8.  The deletion of a
     # bound pod makes kube-scheduler retry the held one, which now binds on the spare node
-    # (late still waits: 2 free GPUs on the A100 are not its 4).
-    cluster.cp.request(
-        "DELETE", f"/api/v1/namespaces/{namespaces['hog']}/pods/hog-0?gracePeriodSeconds=0"
-    )
-    assert cluster.wait_bound(namespaces["hog"], "hog-more", timeout=60) == f"{fleet}-spare"
-    assert not cluster.node_of(namespaces["late"], "late")
+    # (late still waits: 2 free GPUs on the A100 are not its 4).  Should kube-scheduler
+    # retry before fairpack's view has seen the deletion, fairpack asks it again.
+    hog = hold.namespaces["hog"]
+    cluster.cp.request("DELETE", f"/api/v1/namespaces/{hog}/pods/hog-0?gracePeriodSeconds=0")
+    assert cluster.wait_bound(hog, "hog-more", timeout=60) == f"{cluster.fleet}-spare"
+    assert not cluster.node_of(hold.namespaces["late"], "late")
+
+
+def test_a_hold_lifted_by_a_quota_is_retried_at_once(
+    cluster: Cluster, make_namespace: Callable[..., str]
+) -> None:
+    """A ResourceQuota is no event to kube-scheduler: left to itself, it would retry the
+    held pod after five minutes.  fairpack sees the quota weigh hog 100 to late's 1 (hog
+    now deserves its 10), stamps the pod's annotation, and kube-scheduler retries it."""
+    hold = hold_hog_more(cluster, make_namespace)
+    hog = hold.namespaces["hog"]
+    cluster.cp.api("POST", f"/api/v1/namespaces/{hog}/resourcequotas", _quota(hog, 100))
+    assert cluster.wait_bound(hog, "hog-more", timeout=25) == f"{cluster.fleet}-spare"
+    pod = cluster.pod(hog, "hog-more")
+    assert pod is not None and REQUEUE_ANNOTATION in pod["metadata"].get("annotations", {})
