@@ -283,6 +283,21 @@ def _algorithm_ms(samples: dict[str, float]) -> float | None:
     return round(total / count * 1000, 3) if count else None
 
 
+def _extension_points_ms(samples: dict[str, float]) -> dict[str, float]:
+    """Mean time per scheduling attempt of each of kube-scheduler's extension points
+    (every profile and status together). The scheduling algorithm's time less its Filter,
+    PreFilter, PreScore and Score is what the extenders' filter and prioritize cost it,
+    round trips included."""
+    prefix = "scheduler_framework_extension_point_duration_seconds"
+    sums: dict[str, list[float]] = {}
+    for key, value in samples.items():
+        for part, index in (("_sum{", 0), ("_count{", 1)):
+            if key.startswith(prefix + part):
+                point = key.partition('extension_point="')[2].partition('"')[0]
+                sums.setdefault(point, [0.0, 0.0])[index] += value
+    return {point: round(t / n * 1000, 3) for point, (t, n) in sorted(sums.items()) if n}
+
+
 async def _run_one(
     cp: Any,
     stack: Any,
@@ -325,9 +340,9 @@ async def _run_one(
         result["cpu_s"] = {
             name: round(_cpu_s(pid) - cpu_before.get(name, 0.0), 2) for name, pid in pids.items()
         }
-        result["scheduling_algorithm_ms"] = _algorithm_ms(
-            _scheduler_metrics(cp, stack.scheduler_port)
-        )
+        scheduler_samples = _scheduler_metrics(cp, stack.scheduler_port)
+        result["scheduling_algorithm_ms"] = _algorithm_ms(scheduler_samples)
+        result["extension_points_ms"] = _extension_points_ms(scheduler_samples)
         if extender:
             samples = stack.metrics()
             means = _histogram_means(samples, "fairpack_request_duration_seconds", "verb")
