@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -97,6 +98,14 @@ class FairpackConfig(_Frozen):
     nodes: NodeLabels = Field(default_factory=NodeLabels)
     resources: ResourceNames = Field(default_factory=ResourceNames)
     pods: PodRules = Field(default_factory=PodRules)
+    filter_passes: Literal["best", "feasible"] = Field(
+        "best",
+        description=(
+            "best: filter passes only the node prioritize would rank 10, which kube-scheduler"
+            " picks anyway at the shipped extender weight, so it can skip prioritize;"
+            " feasible: every node the pod fits, for kube-scheduler to score."
+        ),
+    )
 
 
 _UNION_MEMBERS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}

@@ -131,6 +131,21 @@ class Outcome:
     def failed_check(self) -> IntArray:
         return self.evaluation.feasibility.failed_check[self.group]
 
+    def _scores(self, among: BoolArray | None) -> tuple[IntArray, FloatArray, int | None]:
+        """The feasible requested rows (within ``among``), their scores, and the index of
+        the best among them (None when there are none)."""
+        evaluation = self.evaluation
+        by_representative = np.zeros(len(evaluation.feasibility.mask))
+        by_representative[evaluation.feasibility.mask] = evaluation.score
+        mask = self.mask if among is None else self.mask & among
+        feasible = np.flatnonzero(mask)
+        if len(feasible) == 0:
+            return feasible, np.zeros(0), None
+        score = by_representative[self.group[feasible]]
+        near = np.flatnonzero(score >= score.max() - evaluation.tie_tolerance - 1e-12)
+        tie_break = evaluation.state.tie_break[self.rows[feasible[near]]]
+        return feasible, score, int(near[np.argmin(tie_break)])
+
     def priorities(self) -> IntArray:
         """0..10 per requested row: infeasible rows 0, the best alone on top.
 
@@ -138,19 +153,17 @@ class Outcome:
         order picks the winner among every near-best member, as
         ``Evaluation.best`` does over the representatives in the simulator.
         """
-        evaluation = self.evaluation
-        by_representative = np.zeros(len(evaluation.feasibility.mask))
-        by_representative[evaluation.feasibility.mask] = evaluation.score
-        feasible = np.flatnonzero(self.mask)
+        feasible, score, best = self._scores(None)
         priorities = np.zeros(len(self.group), dtype=np.int64)
-        if len(feasible) == 0:
-            return priorities
-        score = by_representative[self.group[feasible]]
-        near = np.flatnonzero(score >= score.max() - evaluation.tie_tolerance - 1e-12)
-        tie_break = evaluation.state.tie_break[self.rows[feasible[near]]]
-        best = int(near[np.argmin(tie_break)])
-        priorities[feasible] = extender_priorities(score, best)
+        if best is not None:
+            priorities[feasible] = extender_priorities(score, best)
         return priorities
+
+    def best(self, among: BoolArray | None = None) -> int | None:
+        """Index into the requested rows of the node :meth:`priorities` ranks 10 when
+        asked about the feasible rows within ``among`` (all by default)."""
+        feasible, _, best = self._scores(among)
+        return None if best is None else int(feasible[best])
 
 
 @dataclass(frozen=True)
@@ -608,10 +621,21 @@ class Extender:
             )
         if passed and self._holds:
             self._holds.pop(key.uid, None)
+        outranked = 0
+        if len(passed) > 1 and self.config.current.filter_passes == "best":
+            # The others go unlisted: kube-scheduler drops them without a status, and they
+            # only ever show in an event when no node passes.
+            among = None
+            if held_back:
+                among = np.fromiter((name not in held_back for name in known), bool, len(known))
+            best = outcome.best(among)
+            assert best is not None
+            outranked = len(passed) - 1
+            passed = [known[best]]
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         rejected_counts: dict[str, int] = {}
-        if len(passed) != len(known):
+        if len(passed) + outranked + len(held_back) != len(known):
             failed_check = outcome.failed_check
             kinds = feasibility.failed_check[~feasibility.mask]
             for kind in np.unique(kinds).tolist():
@@ -640,6 +664,7 @@ class Extender:
                 "at_s": time.time(),
                 "nodes": len(names),
                 "passed": len(passed),
+                "outranked": outranked,
                 "rejected": rejected_counts,
                 "unknown_nodes": len(names) - len(known),
             }

@@ -260,7 +260,8 @@ async def test_a_large_pod_that_has_not_waited_long_holds_nothing() -> None:
     small = pod("a-2", request(gpus=1), namespace="ml-team-a")
     async with serve(extender) as client:
         _, answer = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
-    assert answer["NodeNames"] == ["gpu-0", "gpu-1"]
+    assert answer["FailedNodes"] == {}
+    assert answer["NodeNames"]
 
 
 async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(
@@ -276,7 +277,8 @@ async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(
         now = time.time()
         monkeypatch.setattr(time, "time", lambda: now + 20)
         _, after = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
-    assert before["NodeNames"] == ["gpu-0", "gpu-1"]
+    assert before["FailedNodes"] == {}
+    assert after["FailedNodes"] == {"gpu-0": "node(s) held for a starving 8-GPU pod"}
     assert after["NodeNames"] == ["gpu-1"]
 
 
@@ -288,7 +290,8 @@ async def test_a_large_pod_that_starts_waiting_after_a_filter_is_seen_by_the_nex
         _, before = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
         pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
         _, after = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
-    assert before["NodeNames"] == ["gpu-0", "gpu-1"]
+    assert before["FailedNodes"] == {}
+    assert after["FailedNodes"] == {"gpu-0": "node(s) held for a starving 8-GPU pod"}
     assert after["NodeNames"] == ["gpu-1"]
 
 

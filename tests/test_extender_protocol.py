@@ -21,6 +21,8 @@ from extender_builders import (
     service,
 )
 
+from extender import LiveConfig
+from extender.config import FairpackConfig
 from extender.wire import (
     ExtenderBindingResult,
     ExtenderFilterResult,
@@ -30,6 +32,11 @@ from extender.wire import (
 from scoring import PodClass
 
 FILTER_KEYS = {"Nodes", "NodeNames", "FailedNodes", "FailedAndUnresolvableNodes", "Error"}
+
+
+def passing_every_feasible_node() -> LiveConfig:
+    """``filter_passes: feasible``: filter answers with every node the pod fits."""
+    return LiveConfig(FairpackConfig(filter_passes="feasible"))
 
 
 async def post(client: Any, verb: str, body: Any) -> tuple[int, Any]:
@@ -52,7 +59,7 @@ NAMES = ["a100-0", "a100-1", "l4-0", "l4-1", "cpu-0"]
 
 
 async def test_filter_answers_every_key_of_the_go_struct() -> None:
-    async with serve(service(cluster())) as client:
+    async with serve(service(cluster(), config=passing_every_feasible_node())) as client:
         status, body = await post(client, "filter", filter_body(pod(req=request(gpus=2)), NAMES))
     assert status == 200
     assert set(body) == FILTER_KEYS
@@ -62,6 +69,35 @@ async def test_filter_answers_every_key_of_the_go_struct() -> None:
     assert body["NodeNames"] == ["a100-0", "a100-1", "l4-0", "l4-1"]
     assert body["FailedAndUnresolvableNodes"] == {"cpu-0": "node(s) have fewer than 2 GPUs"}
     assert body["FailedNodes"] == {}
+
+
+async def test_filter_passes_the_best_node_alone_by_default() -> None:
+    # The others that fit are left out without a reason (kube-scheduler drops them); the
+    # nodes that do not fit keep theirs.
+    async with serve(service(cluster())) as client:
+        _, body = await post(client, "filter", filter_body(pod(req=request(gpus=2)), NAMES))
+    assert len(body["NodeNames"]) == 1 and body["NodeNames"][0].startswith("l4-")
+    assert body["FailedAndUnresolvableNodes"] == {"cpu-0": "node(s) have fewer than 2 GPUs"}
+    assert body["FailedNodes"] == {}
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+async def test_the_node_filter_passes_is_the_one_prioritize_ranks_first(gpus: int) -> None:
+    """What kube-scheduler binds at the shipped extender weight when offered every
+    feasible node and fairpack's prioritize is the node filter passes alone."""
+    best = service(twelve_nodes())
+    every = service(twelve_nodes(), config=passing_every_feasible_node())
+    names = busy_cluster(best)
+    busy_cluster(every)
+    p = pod("probe", request(gpus=gpus))
+    async with serve(best) as best_client, serve(every) as every_client:
+        _, alone = await post(best_client, "filter", filter_body(p, names))
+        _, feasible = await post(every_client, "filter", filter_body(p, names))
+        _, scores = await post(every_client, "prioritize", filter_body(p, feasible["NodeNames"]))
+    assert len(feasible["NodeNames"]) > 1
+    assert alone["NodeNames"] == [s["Host"] for s in scores if s["Score"] == 10]
+    assert alone["FailedNodes"] == feasible["FailedNodes"]
+    assert alone["FailedAndUnresolvableNodes"] == feasible["FailedAndUnresolvableNodes"]
 
 
 @pytest.mark.parametrize(
@@ -124,7 +160,7 @@ async def test_filter_reason_reads_like_a_failed_scheduling_event() -> None:
 async def test_filter_with_a_full_node_list_answers_with_nodes() -> None:
     """``nodeCacheCapable: false``: the NodeList comes in, the passing Node objects go back."""
     specs = cluster()
-    async with serve(service(specs)) as client:
+    async with serve(service(specs, config=passing_every_feasible_node())) as client:
         status, body = await post(client, "filter", node_list_body(pod(req=request(gpus=8)), specs))
     assert status == 200
     assert body["NodeNames"] is None
@@ -327,7 +363,7 @@ async def test_debug_state_and_explain() -> None:
         malformed = await client.get("/debug/explain", params={"pod": "nobody"})
     assert state["models"]["L4"] == {"gpus": 8, "free_gpus": 4.0}
     assert state["teams"]["team-a"]["allocated_gpus"] == {"batch": 4.0}
-    assert decision["filter"]["passed"] == 4
+    assert (decision["filter"]["passed"], decision["filter"]["outranked"]) == (1, 3)
     top = decision["prioritize"]["top"][0]
     assert top["node"] == "l4-0" and top["priority"] == 10
     assert set(top["terms"]) == set(extender.config.current.policy.weights)
@@ -399,8 +435,8 @@ async def test_shortcuts_answer_exactly_what_a_plain_evaluation_answers(gpus: in
     """Grouping identical nodes and reusing the filter's evaluation change no answer."""
     from extender import ClusterView, Extender
 
-    fast = service(twelve_nodes())
-    plain = Extender(ClusterView(twelve_nodes()), shortcuts=False)
+    fast = service(twelve_nodes(), config=passing_every_feasible_node())
+    plain = Extender(ClusterView(twelve_nodes()), passing_every_feasible_node(), shortcuts=False)
     names = busy_cluster(fast)
     busy_cluster(plain)
     p = pod("probe", request(gpus=gpus))
@@ -436,8 +472,8 @@ async def test_the_filters_evaluation_is_reused_only_while_its_nodes_stand_still
 
     from extender import ClusterView, Extender, Upserted
 
-    fast = service(twelve_nodes())
-    plain = Extender(ClusterView(twelve_nodes()), shortcuts=False)
+    fast = service(twelve_nodes(), config=passing_every_feasible_node())
+    plain = Extender(ClusterView(twelve_nodes()), passing_every_feasible_node(), shortcuts=False)
     names = busy_cluster(fast)
     busy_cluster(plain)
     p = pod("probe", request(gpus=4))

@@ -20,12 +20,15 @@ def test_shipped_config_declares_fairpack_as_node_cache_capable_extender() -> No
     assert extender["urlPrefix"].startswith("http://127.0.0.1:")  # the sidecar on loopback
     assert extender["nodeCacheCapable"] is True
     assert extender["ignorable"] is True
-    verbs = ("filterVerb", "prioritizeVerb", "preemptVerb", "bindVerb")
-    assert [extender[v] for v in verbs] == ["filter", "prioritize", "preempt", "bind"]
+    verbs = ("filterVerb", "preemptVerb", "bindVerb")
+    assert [extender[v] for v in verbs] == ["filter", "preempt", "bind"]
+    # filter passes fairpack's best node alone (filter_passes: best): nothing to prioritize
+    assert "prioritizeVerb" not in extender
     managed = {r["name"]: r.get("ignoredByScheduler", False) for r in extender["managedResources"]}
     assert managed == {"nvidia.com/gpu": False, "fairpack.io/gpu-milli": True}
-    # One fairpack point (weight x 10) outweighs every in-tree score plugin together
-    # (100 x the sum of their weights, 15 with v1.35's defaults).
+    # Should prioritize be turned on: one fairpack point (weight x 10) outweighs every
+    # in-tree score plugin together (100 x the sum of their weights, 15 with v1.35's
+    # defaults), so kube-scheduler still binds fairpack's best node.
     assert extender["weight"] * 10 > 100 * 15
 
 
