@@ -302,7 +302,9 @@ class Extender:
         self.config = config or LiveConfig()
         self.binder: Binder = binder or ViewOnlyBinder()
         self.metrics = metrics or Metrics()
-        self.fragments = OnlineFragments(self.config.current.policy.shapes)
+        self.fragments = OnlineFragments(
+            self.config.current.policy.shapes, keep_growth_by_shape=True
+        )
         self.config.subscribe(self._on_config)
         self.shortcuts = shortcuts
         """Group identical nodes and reuse the filter's evaluation (exact; off for tests)."""
@@ -322,7 +324,7 @@ class Extender:
 
     def _on_config(self, config: FairpackConfig) -> None:
         if config.policy.shapes != self.fragments.config:
-            self.fragments = OnlineFragments(config.policy.shapes)
+            self.fragments = OnlineFragments(config.policy.shapes, keep_growth_by_shape=True)
         self._requests.clear()
 
     # -- pods and nodes of a request -------------------------------------------------------------

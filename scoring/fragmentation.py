@@ -57,6 +57,8 @@ ShapeKey = tuple[int, int, int, frozenset[str], int]
 GrowthKey = tuple[int, int, int]
 """A placement for :meth:`FragmentAggregates.growth`: ``(gpu_count, milli_per_gpu, cpu_milli)``."""
 _GROWTH_KEYS = 32
+_GROWTH_KEYS_BY_SHAPE = 8
+"""Placements whose fragments per shape are kept (``keep_growth_by_shape``)."""
 """Placements whose growth per node is kept (least recently used beyond)."""
 _COLUMNS_PAY_PER_SHAPE = 200
 """Rows per shape from which a weighted row sum is faster a column at a time (measured)."""
@@ -267,16 +269,39 @@ def _fragment(
     ``share_copies`` None is FGD's measure; otherwise CPU-stranded GPUs count.
     Fragments are whole numbers of milli, exact in float64.
     """
+    return _weighted_row_sum(
+        _fragment_by_shape(
+            shapes,
+            gpu_shape_ok,
+            cpu_free_milli,
+            count_at_least,
+            sum_below,
+            share_copies,
+            total_free,
+        ),
+        shapes.weight,
+    )
+
+
+def _fragment_by_shape(
+    shapes: ShapeTable,
+    gpu_shape_ok: BoolArray,
+    cpu_free_milli: IntArray,
+    count_at_least: IntArray,
+    sum_below: IntArray,
+    share_copies: IntArray | None,
+    total_free: IntArray,
+) -> IntArray | FloatArray:
+    """Each row's fragment measured against each shape, unweighted (:func:`_fragment`
+    weighs them by popularity): whole milli, as integers or as exact floats."""
     fits = count_at_least >= shapes.gpu_count
     fits &= gpu_shape_ok
     fits &= cpu_free_milli[:, None] >= shapes.cpu_milli
     if share_copies is None:
-        fragment = np.where(fits, sum_below, total_free[:, None])
-    else:
-        stranded = _stranded(shapes, cpu_free_milli, count_at_least, share_copies)
-        stranded += sum_below
-        fragment = np.where(fits, stranded, total_free[:, None])
-    return _weighted_row_sum(fragment, shapes.weight)
+        return np.where(fits, sum_below, total_free[:, None])
+    stranded = _stranded(shapes, cpu_free_milli, count_at_least, share_copies)
+    stranded += sum_below
+    return np.where(fits, stranded, total_free[:, None])
 
 
 def node_fragment(
@@ -297,6 +322,18 @@ def node_fragment(
 
 
 @dataclass
+class _Growth:
+    """One placement's growth per node (:meth:`FragmentAggregates.growth`): the values,
+    the node versions they were taken at, the weights they were summed with, and (with
+    ``keep_growth_by_shape``) each node's fragment per shape after the placement."""
+
+    values: FloatArray
+    versions: IntArray
+    after: IntArray | None
+    epoch: int
+
+
+@dataclass
 class FragmentAggregates:
     """Per-node fragment aggregates for one shape table, refreshed lazily.
 
@@ -308,11 +345,19 @@ class FragmentAggregates:
 
     shapes: ShapeTable
     cpu_stranding: bool = False
+    keep_growth_by_shape: bool = False
+    """Also keep each placement's fragments per shape after it, so that new weights for
+    the same shapes only take sums again (:meth:`reweighted`).  Costs a (nodes x shapes)
+    table per placement kept: worth it in a service that sees a few shapes over and
+    over, not in a trace replay where most placements come once."""
     gpu_shape_ok: BoolArray = field(init=False)
     count_at_least: IntArray = field(init=False)
     sum_below: IntArray = field(init=False)
     share_copies: IntArray = field(init=False)
     total_free: IntArray = field(init=False)
+    fragment_by_shape: IntArray = field(init=False)
+    """Each row's fragment against each shape, unweighted (whole milli, int32): a table
+    of the same shapes with new weights sums these again instead of recomputing them."""
     fragment: FloatArray = field(init=False)
     _at_least_table: IntArray = field(init=False)
     _below_table: IntArray = field(init=False)
@@ -321,9 +366,8 @@ class FragmentAggregates:
     _versions: IntArray = field(init=False)
     _state_uid: int = field(init=False, default=-1)
     _fragment_stale: bool = field(init=False, default=False)
-    _growths: OrderedDict[GrowthKey, tuple[FloatArray, IntArray]] = field(
-        init=False, default_factory=OrderedDict
-    )
+    _weights_epoch: int = field(init=False, default=0)
+    _growths: OrderedDict[GrowthKey, _Growth] = field(init=False, default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         # Per free-milli value v and shape s: whether v >= the shape's milli, and
@@ -351,6 +395,7 @@ class FragmentAggregates:
             self.sum_below = np.zeros_like(self.count_at_least)
             self.share_copies = np.zeros_like(self.count_at_least)
             self.total_free = np.zeros(state.n_nodes, np.int32)
+            self.fragment_by_shape = np.zeros_like(self.count_at_least)
             self.fragment = np.zeros(state.n_nodes)
             self._versions = np.full(state.n_nodes, -1, dtype=np.int64)
             self._growths = OrderedDict()
@@ -358,23 +403,17 @@ class FragmentAggregates:
         if len(stale):
             self._refresh_rows(state, stale)
         if self._fragment_stale:
-            self.fragment = _fragment(
-                self.shapes,
-                self.gpu_shape_ok,
-                state.cpu_free_milli,
-                self.count_at_least,
-                self.sum_below,
-                self.share_copies if self.cpu_stranding else None,
-                self.total_free,
-            )
+            # The same sums of the same numbers as computing them anew: the same bits.
+            self.fragment = _weighted_row_sum(self.fragment_by_shape, self.shapes.weight)
             self._fragment_stale = False
 
     def reweighted(self, table: ShapeTable) -> FragmentAggregates | None:
         """These aggregates under ``table``'s weights, if it has the same shapes.
 
         An online shape mix changes its weights far more often than its set of
-        shapes; the per-node counts stay valid then, and only F is recomputed, at
-        the next refresh.  None when the shapes differ (build anew).
+        shapes; the per-node counts and fragments per shape stay valid then (and
+        those after each placement, with ``keep_growth_by_shape``), and only their
+        weighted sums are taken again.  None when the shapes differ (build anew).
         """
         weight_of = dict(zip(table.keys(), table.weight.tolist(), strict=True))
         keys = self.shapes.keys()
@@ -385,7 +424,12 @@ class FragmentAggregates:
             self.shapes, weight=np.array([weight_of[key] for key in keys])
         )
         clone._fragment_stale = True
-        clone._growths = OrderedDict()  # F itself changes with the weights
+        clone._weights_epoch = self._weights_epoch + 1
+        # Growths move with F: summed again on their next use where kept per shape, else
+        # computed again.
+        clone._growths = OrderedDict(
+            (key, growth) for key, growth in self._growths.items() if growth.after is not None
+        )
         return clone
 
     def _refresh_rows(self, state: ClusterState, stale: IntArray) -> None:
@@ -398,7 +442,7 @@ class FragmentAggregates:
         self.sum_below[stale] = below
         self.share_copies[stale] = copies
         self.total_free[stale] = free.sum(axis=1)
-        self.fragment[stale] = _fragment(
+        by_shape = _fragment_by_shape(
             self.shapes,
             self.gpu_shape_ok[stale],
             state.cpu_free_milli[stale],
@@ -407,6 +451,8 @@ class FragmentAggregates:
             copies if self.cpu_stranding else None,
             self.total_free[stale],
         )
+        self.fragment_by_shape[stale] = by_shape
+        self.fragment[stale] = _weighted_row_sum(by_shape, self.shapes.weight)
         self._versions[stale] = state.row_version[stale]
 
     def fragment_after(
@@ -426,6 +472,23 @@ class FragmentAggregates:
 
         rows : ndarray of shape (n_candidates,)
         """
+        return _weighted_row_sum(
+            self._fragment_after_by_shape(
+                state, rows, free_before, free_after, gpus_changed, cpu_milli
+            ),
+            self.shapes.weight,
+        )
+
+    def _fragment_after_by_shape(
+        self,
+        state: ClusterState,
+        rows: IntArray,
+        free_before: IntArray | int,
+        free_after: IntArray | int,
+        gpus_changed: int,
+        cpu_milli: int,
+    ) -> IntArray | FloatArray:
+        """:meth:`fragment_after` per shape, unweighted."""
         # np.take: several times faster than fancy indexing for rows of a 2-d array.
         count = np.take(self.count_at_least, rows, axis=0)
         below = np.take(self.sum_below, rows, axis=0)
@@ -444,7 +507,7 @@ class FragmentAggregates:
                 )
             taken = gpus_changed * (np.asarray(free_before) - np.asarray(free_after))
             total = total - np.asarray(taken, dtype=np.int32)
-        return _fragment(
+        return _fragment_by_shape(
             self.shapes,
             np.take(self.gpu_shape_ok, rows, axis=0),
             state.cpu_free_milli[rows] - cpu_milli,
@@ -475,25 +538,50 @@ class FragmentAggregates:
         """
         cached = self._growths.get(key)
         if cached is None:
-            cached = (np.zeros(state.n_nodes), np.full(state.n_nodes, -1, dtype=np.int64))
+            cached = _Growth(
+                np.zeros(state.n_nodes),
+                np.full(state.n_nodes, -1, dtype=np.int64),
+                np.zeros((state.n_nodes, self.shapes.n_shapes), dtype=np.int32)
+                if self.keep_growth_by_shape
+                else None,
+                self._weights_epoch,
+            )
             self._growths[key] = cached
             if len(self._growths) > _GROWTH_KEYS:
                 self._growths.popitem(last=False)
+            if self.keep_growth_by_shape:
+                kept = [g for g in self._growths.values() if g.after is not None]
+                for growth in kept[: max(0, len(kept) - _GROWTH_KEYS_BY_SHAPE)]:
+                    growth.after = None  # the least recently used: memory stays bounded
         else:
             self._growths.move_to_end(key)
-        values, versions = cached
+        values, versions, after = cached.values, cached.versions, cached.after
+        if cached.epoch != self._weights_epoch:
+            # New weights for the same shapes: every node known here is summed again, or
+            # computed again where the fragments per shape were not kept.
+            if after is None:
+                versions[:] = -1
+            else:
+                known = np.flatnonzero(versions >= 0)
+                values[known] = _weighted_row_sum(after[known], self.shapes.weight)
+                values[known] -= self.fragment[known]
+            cached.epoch = self._weights_epoch
         stale = np.flatnonzero(versions[rows] != state.row_version[rows])
         if len(stale) == len(rows):
-            stale_rows, before, after = rows, free_before, free_after
+            stale_rows, before, after_free = rows, free_before, free_after
         elif len(stale):
             stale_rows = rows[stale]
             before = free_before[stale] if isinstance(free_before, np.ndarray) else free_before
-            after = free_after[stale] if isinstance(free_after, np.ndarray) else free_after
+            after_free = free_after[stale] if isinstance(free_after, np.ndarray) else free_after
         else:
             return values[rows]
+        by_shape = self._fragment_after_by_shape(
+            state, stale_rows, before, after_free, gpus_changed, cpu_milli
+        )
+        if after is not None:
+            after[stale_rows] = by_shape
         values[stale_rows] = (
-            self.fragment_after(state, stale_rows, before, after, gpus_changed, cpu_milli)
-            - self.fragment[stale_rows]
+            _weighted_row_sum(by_shape, self.shapes.weight) - self.fragment[stale_rows]
         )
         versions[stale_rows] = state.row_version[stale_rows]
         return values[rows]

@@ -102,6 +102,8 @@ class OnlineFragments:
     """A shape learner plus the fragment aggregates of its latest table."""
 
     config: ShapeLearning
+    keep_growth_by_shape: bool = False
+    """See :attr:`FragmentAggregates.keep_growth_by_shape` (the service sets it)."""
     learner: ShapeLearner = field(init=False)
     aggregates: FragmentAggregates | None = field(init=False, default=None)
     _since_refresh: int = field(init=False, default=0)
@@ -119,5 +121,7 @@ class OnlineFragments:
             else:
                 # Same shapes, new weights (the usual case): keep the per-node counts.
                 kept = self.aggregates.reweighted(table) if self.aggregates else None
-                self.aggregates = kept or FragmentAggregates(table, self.config.cpu_stranding)
+                self.aggregates = kept or FragmentAggregates(
+                    table, self.config.cpu_stranding, self.keep_growth_by_shape
+                )
             self._since_refresh = 0

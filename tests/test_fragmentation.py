@@ -480,6 +480,7 @@ def test_fragmentation_term_matches_the_reference(
 
 
 @STRANDING
+@pytest.mark.parametrize("by_shape", [False, True], ids=["growth", "growth-by-shape"])
 @PROPERTY
 @given(
     state=clusters(max_nodes=8),
@@ -487,15 +488,20 @@ def test_fragmentation_term_matches_the_reference(
     stream=st.lists(requests(), min_size=1, max_size=4),
 )
 def test_memoised_growth_equals_a_fresh_one_as_the_cluster_changes(
-    state: ClusterState, shapes: ShapeTable, stream: list[PodRequest], cpu_stranding: bool
+    state: ClusterState,
+    shapes: ShapeTable,
+    stream: list[PodRequest],
+    cpu_stranding: bool,
+    by_shape: bool,
 ) -> None:
     # Every pod twice, each placed on its first candidate: the memo sees repeated
     # shapes over rows that changed since, and must answer as fresh aggregates do.
-    # Halfway, the learner's weights move (reweighted aggregates: F changes).
+    # Halfway, the learner's weights move (reweighted aggregates: F changes); kept per
+    # shape, the growths from before are summed again instead of computed again.
     keys = shapes.keys()
     assume(len(set(keys)) == len(keys))  # a learned table never repeats a shape
     table = shapes
-    memo: FragmentAggregates | None = FragmentAggregates(shapes, cpu_stranding)
+    memo: FragmentAggregates | None = FragmentAggregates(shapes, cpu_stranding, by_shape)
     for i, request_ in enumerate(stream + stream):
         if i == len(stream):
             table = ShapeTable.from_rows(keys, (shapes.weight[::-1] + 0.1).tolist())
