@@ -223,9 +223,15 @@ class _FairContext:
         """The fair-share gate for ``request``, after evicting ``victims`` (preemption)."""
         if self.shares is None or not request.gpu_count or self.starving:
             return PASS
-        free = free_value(state, self.row_value) + sum(v.gpus for v in victims)
+        freed = sum(v.gpus for v in victims)
         own = sum(v.gpus for v in victims if v.team == request.team)
-        return fair_share_gate(self.shares, request.team, self.request_gpus(request), free, own)
+        return fair_share_gate(
+            self.shares,
+            request.team,
+            self.request_gpus(request),
+            lambda: free_value(state, self.row_value) + freed,
+            own,
+        )
 
     def kept_off_rows(self, request: PodRequest) -> tuple[IntArray, tuple[int, ...]]:
         """Held rows ``request`` must keep off, and the GPU counts they are held for."""

@@ -22,7 +22,7 @@ values configured one GPU is worth 1.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,7 +221,7 @@ def fair_share_gate(
     shares: TeamShares,
     team: str,
     request_gpus: float,
-    free_gpus: float,
+    free_gpus: float | Callable[[], float],
     released_gpus: float = 0.0,
 ) -> GateDecision:
     """Hold a pod of ``team`` asking ``request_gpus``, or let it pass.
@@ -236,7 +236,8 @@ def fair_share_gate(
     ``released_gpus`` are the team's own pods that placing this one evicts (in
     preemption): a team that swaps its own batch work for interactive work does
     not grow, and passes.  A team unknown to ``shares`` and a pod without GPUs
-    always pass.
+    always pass.  ``free_gpus`` may be a function: it is called only when the team
+    would grow above its share (the free GPUs are a sum over every node).
     """
     i = shares.index(team)
     if i is None or request_gpus <= 0 or request_gpus <= released_gpus + EPSILON_GPUS:
@@ -246,7 +247,11 @@ def fair_share_gate(
     waiting = shares.waiting()
     waiting[i] = 0.0
     waiting_gpus = float(waiting.sum())
-    if waiting_gpus <= EPSILON_GPUS or free_gpus - request_gpus >= waiting_gpus - EPSILON_GPUS:
+    if waiting_gpus <= EPSILON_GPUS:
+        return PASS
+    if callable(free_gpus):
+        free_gpus = free_gpus()
+    if free_gpus - request_gpus >= waiting_gpus - EPSILON_GPUS:
         return PASS
     waiting_teams = ", ".join(
         f"{shares.teams[j]} {shares.held[j]:.1f}/{shares.deserved[j]:.1f}"

@@ -219,6 +219,22 @@ def test_fair_share_gate(
     decision = fair_share_gate(shares, team, gpus, free)
     assert decision.hold == hold
     assert bool(decision.reason) == hold
+    # The free GPUs (a sum over every node) may come as a function.
+    assert fair_share_gate(shares, team, gpus, lambda: free) == decision
+
+
+def test_the_gate_counts_free_gpus_only_for_a_team_that_would_grow_over_its_share() -> None:
+    shares = shares_of([1, 1], [90, 10], [10, 90], 100)  # t0 over its share, t1 under
+    asked: list[str] = []
+
+    def free_gpus() -> float:
+        asked.append("asked")
+        return 0.0
+
+    assert not fair_share_gate(shares, "t1", 1, free_gpus).hold
+    assert asked == []
+    assert fair_share_gate(shares, "t0", 1, free_gpus).hold
+    assert asked == ["asked"]
 
 
 @pytest.mark.parametrize(
