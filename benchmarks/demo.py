@@ -5,8 +5,11 @@
 Starts ``fairpack serve --inventory`` on loopback (a child process, as the
 extender is beside kube-scheduler) over the built-in openb node list, then plays
 kube-scheduler for every pod of the built-in trace (FGD protocol order: shuffled
-with the seed, nothing departs): ``/filter`` with every node name, ``/prioritize``
-over the nodes that passed, the top score wins (ties: the first), ``/bind``.
+with the seed, nothing departs): ``/filter`` with every node name; ``/prioritize``
+over the nodes that passed when there are several, the top score winning (ties:
+the first); ``/bind``.  fairpack's default (``filter_passes: best``) passes one
+node, and kube-scheduler, run from the shipped config, then has nothing to
+prioritize.
 Prints placement quality and per-verb latency, client side (round trip) and
 server side (the ``Server-Timing`` header).
 """
@@ -177,14 +180,16 @@ async def schedule_one(
     passed = filtered["NodeNames"] or []
     if not passed:
         return None
-    scores = await post(
-        session,
-        url,
-        "prioritize",
-        b'{"Pod":' + pod_json + b',"Nodes":null,"NodeNames":' + orjson.dumps(passed) + b"}",
-        timings,
-    )
-    best = max(scores, key=lambda host: host["Score"])  # max keeps the first of equals
+    host = passed[0]
+    if len(passed) > 1:
+        scores = await post(
+            session,
+            url,
+            "prioritize",
+            b'{"Pod":' + pod_json + b',"Nodes":null,"NodeNames":' + orjson.dumps(passed) + b"}",
+            timings,
+        )
+        host = max(scores, key=lambda h: h["Score"])["Host"]  # max keeps the first of equals
     metadata = pod["metadata"]
     bound = await post(
         session,
@@ -195,14 +200,14 @@ async def schedule_one(
                 "PodName": metadata["name"],
                 "PodNamespace": metadata["namespace"],
                 "PodUID": metadata["uid"],
-                "Node": best["Host"],
+                "Node": host,
             }
         ),
         timings,
     )
     if bound["Error"]:
         raise RuntimeError(f"bind error: {bound['Error']}")
-    return str(best["Host"])
+    return str(host)
 
 
 def trace_pod_manifest(index: int, trace_pod: TracePod) -> dict[str, Any]:
