@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from extender.config import describe_validation_error
 from extender.errors import BadRequestError
-from extender.service import Extender
+from extender.service import Extender, resources_alone_place
 from extender.webhook import WebhookConfig, with_resources
 from extender.webhook import add_routes as add_webhook_routes
 from extender.wire import (
@@ -100,7 +100,8 @@ async def _prioritize(extender: Extender, raw: dict[str, Any]) -> Any:
 
 
 async def _preempt(extender: Extender, raw: dict[str, Any]) -> Any:
-    return extender.preempt(_validate(ExtenderPreemptionArgs, raw))
+    args = _validate(ExtenderPreemptionArgs, raw)
+    return extender.preempt(args, own_victims=resources_alone_place(raw.get("Pod")))
 
 
 async def _bind(extender: Extender, raw: dict[str, Any]) -> Any:

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import Any, NamedTuple, Protocol
@@ -218,19 +218,21 @@ class _FairContext:
         return request.gpu_milli / 1000 * self.gpu_value
 
     def gate(
-        self, state: ClusterState, request: PodRequest, victims: Sequence[VictimRecord] = ()
+        self,
+        state: ClusterState,
+        request: PodRequest,
+        victims: Sequence[VictimRecord] = (),
+        free: Callable[[], float] | None = None,
     ) -> GateDecision:
-        """The fair-share gate for ``request``, after evicting ``victims`` (preemption)."""
+        """The fair-share gate for ``request``, after evicting ``victims`` (preemption);
+        ``free`` gives the free GPUs of ``state`` when the caller keeps them."""
         if self.shares is None or not request.gpu_count or self.starving:
             return PASS
         freed = sum(v.gpus for v in victims)
         own = sum(v.gpus for v in victims if v.team == request.team)
+        count = free or (lambda: free_value(state, self.row_value))
         return fair_share_gate(
-            self.shares,
-            request.team,
-            self.request_gpus(request),
-            lambda: free_value(state, self.row_value) + freed,
-            own,
+            self.shares, request.team, self.request_gpus(request), lambda: count() + freed, own
         )
 
     def kept_off_rows(self, request: PodRequest) -> tuple[IntArray, tuple[int, ...]]:
@@ -273,6 +275,34 @@ class _Bounded(OrderedDict[str, Any]):
         self.move_to_end(key)
         while len(self) > self.capacity:
             self.popitem(last=False)
+
+
+def resources_alone_place(pod: Any) -> bool:
+    """Whether the preemptor (a raw Pod) fits a node by resources alone: no required pod
+    (anti-)affinity, no hard topology spread, no host ports.  Only then may fairpack
+    name victims of its own: it checks resources, while kube-scheduler, which may
+    have proposed its victims for those other constraints, does not check an
+    extender's victims again.  Malformed fields count as constraints."""
+
+    def mapping(value: Any) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {}
+
+    def items(value: Any) -> list[Any]:
+        return value if isinstance(value, list) else []
+
+    spec = mapping(mapping(pod).get("spec"))
+    affinity = mapping(spec.get("affinity"))
+    for kind in ("podAffinity", "podAntiAffinity"):
+        if mapping(affinity.get(kind)).get("requiredDuringSchedulingIgnoredDuringExecution"):
+            return False
+    for constraint in items(spec.get("topologySpreadConstraints")):
+        if mapping(constraint).get("whenUnsatisfiable", "DoNotSchedule") != "ScheduleAnyway":
+            return False
+    for container in items(spec.get("containers")) + items(spec.get("initContainers")):
+        for port in items(mapping(container).get("ports")):
+            if mapping(port).get("hostPort"):
+                return False
+    return True
 
 
 def _highest_priority_first(decision: VictimDecision) -> list[VictimRecord]:
@@ -612,7 +642,7 @@ class Extender:
         if held_back:
             passed = [name for name in passed if name not in held_back]
             self._memo = None
-            if not passed:
+            if not passed and self.requeuer is not None:
                 self._remember_hold(fair, key, request)
         elif self.shortcuts:
             self._memo = _FilterMemo(
@@ -631,8 +661,8 @@ class Extender:
             self._holds.pop(key.uid, None)
         outranked = 0
         if len(passed) > 1 and self.config.current.filter_passes == "best":
-            # The others go unlisted: kube-scheduler drops them without a status, and they
-            # only ever show in an event when no node passes.
+            # The others go unlisted: kube-scheduler drops them without a status (they are
+            # in no event: with one node passed, the pod is not unschedulable here).
             among = None
             if held_back:
                 among = np.fromiter((name not in held_back for name in known), bool, len(known))
@@ -732,13 +762,25 @@ class Extender:
         """
         lifted: list[PodKey] = []
         state = self.view.state
+        free: list[float] = []  # a sum over every node: once per pass
+        gates: dict[tuple[str, int, bool], bool] = {}
+
         for uid, hold in list(self._holds.items()):
             placement = self.view.lookup(uid)
             if placement is None or placement.node:
                 del self._holds[uid]
                 continue
             fair = self._fair(state, hold.key, hold.request)
-            if fair.gate(state, hold.request).hold:
+            same = (hold.request.team, hold.request.gpu_milli, fair.starving)
+            if same not in gates:
+
+                def free_gpus(fair: _FairContext = fair) -> float:
+                    if not free:
+                        free.append(free_value(state, fair.row_value))
+                    return free[0]
+
+                gates[same] = fair.gate(state, hold.request, free=free_gpus).hold
+            if gates[same]:
                 continue
             off_rows, _ = fair.kept_off_rows(hold.request)
             if hold.gate or not hold.kept_off <= set(off_rows.tolist()):
@@ -766,7 +808,12 @@ class Extender:
             if now == seen and time.monotonic() - checked_s < recheck_s:
                 continue
             seen, checked_s = now, time.monotonic()
-            for key in self.lifted_holds():
+            try:
+                lifted = self.lifted_holds()
+            except Exception:  # a bug here must not end the loop: log it, try next time
+                log.exception("could not check the held pods")
+                continue
+            for key in lifted:
                 log.info("hold on %s lifted; asking kube-scheduler to retry it", key.key)
                 self.metrics.holds_lifted.inc()
                 try:
@@ -840,8 +887,10 @@ class Extender:
 
     # -- preempt ---------------------------------------------------------------------------------
 
-    def preempt(self, args: ExtenderPreemptionArgs) -> dict[str, Any]:
-        """``ExtenderPreemptionResult``: the nodes whose victims fairpack agrees to."""
+    def preempt(self, args: ExtenderPreemptionArgs, own_victims: bool = True) -> dict[str, Any]:
+        """``ExtenderPreemptionResult``: the nodes whose victims fairpack agrees to, and
+        (``own_victims``, see :func:`resources_alone_place`) fairpack's own victims where
+        it refuses kube-scheduler's."""
         key, request = self._pod(args.pod)
         proposals = self._proposals(args)
         state = self.view.state
@@ -866,7 +915,7 @@ class Extender:
                 scratch = scratch if scratch is not None else state.copy()
                 if not self._fits_after_eviction(scratch, request, node, uids):
                     decision = VictimDecision(refused="the pod would not fit after the eviction")
-            if not decision.accepted and row is not None and row not in held:
+            if not decision.accepted and own_victims and row is not None and row not in held:
                 # kube-scheduler's victims break fairpack's rules here: name fairpack's own.
                 scratch = scratch if scratch is not None else state.copy()
                 decision = self._own_victims(scratch, request, node, fair, decision)
@@ -943,7 +992,15 @@ class Extender:
         """fairpack's victims on ``node`` (``scoring.victims.choose_victims``) in place of
         kube-scheduler's, which it ``refused``; still refused when none will do."""
         state = self.view.state
-        on_node = [self._victim(placement.info.uid, fair) for placement in self.view.pods_on(node)]
+        # Only pods the watch has shown on the node: kube-scheduler fails the whole call on
+        # a UID its cache does not hold there (and, the extender being ignorable, goes on
+        # with its own proposals), so none of our own binds it may not have seen yet.  A
+        # deletion our watch has not caught up with remains a (milliseconds) window.
+        on_node = [
+            self._victim(placement.info.uid, fair)
+            for placement in self.view.pods_on(node)
+            if not placement.assumed
+        ]
 
         def fits(victims: Sequence[VictimRecord]) -> bool:
             return self._fits_after_eviction(scratch, request, node, [v.uid for v in victims])

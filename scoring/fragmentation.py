@@ -57,9 +57,9 @@ ShapeKey = tuple[int, int, int, frozenset[str], int]
 GrowthKey = tuple[int, int, int]
 """A placement for :meth:`FragmentAggregates.growth`: ``(gpu_count, milli_per_gpu, cpu_milli)``."""
 _GROWTH_KEYS = 32
-_GROWTH_KEYS_BY_SHAPE = 8
-"""Placements whose fragments per shape are kept (``keep_growth_by_shape``)."""
 """Placements whose growth per node is kept (least recently used beyond)."""
+_GROWTH_KEYS_BY_SHAPE = 8
+"""Of those, the ones whose fragments per shape are kept (``keep_growth_by_shape``)."""
 _COLUMNS_PAY_PER_SHAPE = 200
 """Rows per shape from which a weighted row sum is faster a column at a time (measured)."""
 _FLOAT_DIVISION_FROM = 4096

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from extender_builders import (
+    bind_body,
     filter_body,
     node,
     pod,
@@ -26,7 +27,8 @@ from extender_builders import (
 from extender import Deleted, Extender, LiveConfig, Upserted
 from extender.config import FairpackConfig
 from extender.objects import NamespaceInfo, QuotaInfo, pod_info
-from extender.wire import ExtenderArgs, Pod
+from extender.service import resources_alone_place
+from extender.wire import ExtenderArgs, ExtenderBindingArgs, Pod
 from scoring import PodClass, PodRequest, PolicyConfig
 from scoring.policy import FairnessConfig
 
@@ -116,6 +118,7 @@ def a_pod_held(extender: Extender) -> tuple[dict[str, Any], str]:
     """a-2 pending in the view, held by the filter (see the test above), and the UID of
     a-1, whose end (6 GPUs) lifts the hold: a then holds 8, demands a 9 and b 6 in 16
     GPUs give a 9, and 8 + 1 <= 9."""
+    extender.requeuer = extender.requeuer or RecordingRequeuer()
     running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
     a_1 = running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
     for i in range(6):
@@ -253,6 +256,51 @@ async def test_small_pods_keep_off_the_node_held_for_a_starving_large_pod() -> N
     assert answer["FailedNodes"] == {"gpu-0": "node(s) held for a starving 8-GPU pod"}
 
 
+async def test_the_node_passed_alone_is_the_best_of_those_not_held() -> None:
+    # gpu-0 (6 free) is held for the starving 8-GPU pod; of gpu-1 (2 free) and gpu-2
+    # (1 free), filter passes the one prioritize ranks first over the two
+    def three_nodes(config: FairpackConfig | None = None) -> Extender:
+        extender = service(
+            [node("gpu-0"), node("gpu-1"), node("gpu-2")],
+            config=LiveConfig(config) if config is not None else None,
+        )
+        for team in ("ml-team-a", "ml-team-b"):
+            extender.view.apply(Upserted("namespace", NamespaceInfo(team, team)))
+        for name, gpus, node_name in (
+            ("a-0", 2, "gpu-0"),
+            ("a-1", 6, "gpu-1"),
+            ("a-2", 7, "gpu-2"),
+        ):
+            running(extender, name, request(gpus=gpus), node_name, "ml-team-a")
+        pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
+        return extender
+
+    small = pod("a-3", request(gpus=1), namespace="ml-team-a")
+    names = ["gpu-0", "gpu-1", "gpu-2"]
+    best, every = three_nodes(), three_nodes(FairpackConfig(filter_passes="feasible"))
+    async with serve(best) as best_client, serve(every) as every_client:
+        _, alone = await post(best_client, "filter", filter_body(small, names))
+        _, feasible = await post(every_client, "filter", filter_body(small, names))
+        _, scores = await post(
+            every_client, "prioritize", filter_body(small, feasible["NodeNames"])
+        )
+    held = {"gpu-0": "node(s) held for a starving 8-GPU pod"}
+    assert feasible["NodeNames"] == ["gpu-1", "gpu-2"] and feasible["FailedNodes"] == held
+    assert alone["FailedNodes"] == held
+    assert alone["NodeNames"] == [s["Host"] for s in scores if s["Score"] == 10]
+
+
+def test_without_a_requeuer_no_hold_is_remembered() -> None:
+    # fairpack serve --inventory: nobody to ask to retry, so nothing to keep
+    extender = platform()
+    team_a_holds_14(extender)
+    for i in range(6):
+        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
+    greedy = add(extender, pod("a-2", request(gpus=1), namespace="ml-team-a"))
+    held = extender.filter(ExtenderArgs.model_validate(filter_body(greedy, ["gpu-0", "gpu-1"])))
+    assert held["NodeNames"] == [] and extender._holds == {}
+
+
 async def test_a_large_pod_that_has_not_waited_long_holds_nothing() -> None:
     extender = platform()
     running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
@@ -364,6 +412,87 @@ async def test_an_over_share_team_never_preempts_an_under_share_team() -> None:
             "gpu-1": {"Pods": [{"UID": own_too}], "NumPDBViolations": 0},
         }
     }
+
+
+async def a_over_share_on_gpu_1(extender: Extender, a_1_bound_by_fairpack: bool = False) -> str:
+    """The set-up above on gpu-1 (a-1 6 GPUs, b-0 2 GPUs, b waiting for 4): b-0's UID.
+    ``a_1_bound_by_fairpack``: a-1 was bound by fairpack's bind, not yet seen by the watch."""
+    running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
+    if a_1_bound_by_fairpack:
+        manifest = add(extender, pod("a-1", request(gpus=6), namespace="ml-team-a"))
+        answer = await extender.bind(
+            ExtenderBindingArgs.model_validate(bind_body(manifest, "gpu-1"))
+        )
+        assert answer == {"Error": ""}
+    else:
+        running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
+    theirs = running(extender, "b-0", request(gpus=2), "gpu-1", "ml-team-b")
+    for i in range(4):
+        pending(extender, f"b-{i + 1}", request(gpus=1), "ml-team-b")
+    return theirs
+
+
+def urgent_pod(**spec: Any) -> dict[str, Any]:
+    manifest = pod(
+        "a-chat", request(gpus=2, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-a"
+    )
+    manifest["spec"].update(spec)
+    return manifest
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {
+            "affinity": {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {}}
+                    ]
+                }
+            }
+        },
+        {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]},
+        {
+            "containers": [
+                {"name": "c", "image": "x", "ports": [{"containerPort": 80, "hostPort": 80}]}
+            ]
+        },
+    ],
+    ids=["pod-anti-affinity", "hard-topology-spread", "host-port"],
+)
+async def test_no_victims_of_its_own_for_a_pod_placed_by_more_than_resources(
+    spec: dict[str, Any],
+) -> None:
+    # kube-scheduler may have proposed b-0 for these constraints, and does not check an
+    # extender's victims again: fairpack refuses gpu-1 instead of naming a-1
+    extender = platform()
+    theirs = await a_over_share_on_gpu_1(extender)
+    async with serve(extender) as client:
+        _, answer = await post(
+            client, "preempt", preempt_body(urgent_pod(**spec), {"gpu-1": [theirs]})
+        )
+    assert answer == {"NodeNameToMetaVictims": {}}
+
+
+async def test_no_victim_of_its_own_that_kube_scheduler_may_not_have_seen_yet() -> None:
+    # a-1 is on gpu-1 by fairpack's own bind, which the watch has not shown: a UID
+    # kube-scheduler cannot find on the node fails the whole preempt call
+    extender = platform()
+    theirs = await a_over_share_on_gpu_1(extender, a_1_bound_by_fairpack=True)
+    async with serve(extender) as client:
+        _, answer = await post(client, "preempt", preempt_body(urgent_pod(), {"gpu-1": [theirs]}))
+    assert answer == {"NodeNameToMetaVictims": {}}
+
+
+def test_resources_alone_place_a_plain_pod_and_tolerate_malformed_fields() -> None:
+    assert resources_alone_place(urgent_pod())
+    assert resources_alone_place(None)
+    soft = {"topologySpreadConstraints": [{"whenUnsatisfiable": "ScheduleAnyway"}]}
+    assert resources_alone_place(urgent_pod(**soft))
+    assert not resources_alone_place({"spec": {"topologySpreadConstraints": ["nonsense"]}})
+    assert resources_alone_place({"spec": "nonsense"})
+    assert resources_alone_place({"spec": {"containers": [None, {"ports": "x"}]}})
 
 
 async def test_preempt_takes_victims_from_the_team_furthest_over_its_share() -> None:
