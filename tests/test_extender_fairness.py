@@ -114,11 +114,17 @@ class RecordingRequeuer:
         self.requeued.append((namespace, name))
 
 
+def requeuing_platform() -> Extender:
+    """:func:`platform` with a requeuer, as ``fairpack serve`` on a cluster has."""
+    extender = platform()
+    extender.requeuer = RecordingRequeuer()
+    return extender
+
+
 def a_pod_held(extender: Extender) -> tuple[dict[str, Any], str]:
     """a-2 pending in the view, held by the filter (see the test above), and the UID of
     a-1, whose end (6 GPUs) lifts the hold: a then holds 8, demands a 9 and b 6 in 16
     GPUs give a 9, and 8 + 1 <= 9."""
-    extender.requeuer = extender.requeuer or RecordingRequeuer()
     running(extender, "a-0", request(gpus=8), "gpu-0", "ml-team-a")
     a_1 = running(extender, "a-1", request(gpus=6), "gpu-1", "ml-team-a")
     for i in range(6):
@@ -131,7 +137,7 @@ def a_pod_held(extender: Extender) -> tuple[dict[str, Any], str]:
 
 
 def test_a_held_pod_is_retried_once_the_view_shows_its_hold_lifted() -> None:
-    extender = platform()
+    extender = requeuing_platform()
     _, a_1 = a_pod_held(extender)
     assert extender.lifted_holds() == []  # nothing changed: still held
     extender.view.apply(Deleted("pod", a_1))
@@ -140,7 +146,7 @@ def test_a_held_pod_is_retried_once_the_view_shows_its_hold_lifted() -> None:
 
 
 def test_a_held_pod_that_is_bound_or_gone_is_forgotten() -> None:
-    extender = platform()
+    extender = requeuing_platform()
     held, a_1 = a_pod_held(extender)
     extender.view.apply(Deleted("pod", held["metadata"]["uid"]))
     extender.view.apply(Deleted("pod", a_1))
@@ -148,12 +154,19 @@ def test_a_held_pod_that_is_bound_or_gone_is_forgotten() -> None:
 
 
 def test_a_pod_the_filter_passes_is_no_longer_held() -> None:
-    extender = platform()
+    extender = requeuing_platform()
     held, a_1 = a_pod_held(extender)
     extender.view.apply(Deleted("pod", a_1))
     passed = extender.filter(ExtenderArgs.model_validate(filter_body(held, ["gpu-0", "gpu-1"])))
     assert passed["NodeNames"] == ["gpu-1"]
     assert extender.lifted_holds() == []
+
+
+def test_without_a_requeuer_no_hold_is_remembered() -> None:
+    # fairpack serve --inventory: nobody to ask to retry, so nothing to keep
+    extender = platform()
+    a_pod_held(extender)
+    assert extender._holds == {}
 
 
 async def test_the_service_asks_kube_scheduler_to_retry_a_pod_whose_hold_lifted() -> None:
@@ -288,17 +301,6 @@ async def test_the_node_passed_alone_is_the_best_of_those_not_held() -> None:
     assert feasible["NodeNames"] == ["gpu-1", "gpu-2"] and feasible["FailedNodes"] == held
     assert alone["FailedNodes"] == held
     assert alone["NodeNames"] == [s["Host"] for s in scores if s["Score"] == 10]
-
-
-def test_without_a_requeuer_no_hold_is_remembered() -> None:
-    # fairpack serve --inventory: nobody to ask to retry, so nothing to keep
-    extender = platform()
-    team_a_holds_14(extender)
-    for i in range(6):
-        pending(extender, f"b-{i}", request(gpus=1), "ml-team-b")
-    greedy = add(extender, pod("a-2", request(gpus=1), namespace="ml-team-a"))
-    held = extender.filter(ExtenderArgs.model_validate(filter_body(greedy, ["gpu-0", "gpu-1"])))
-    assert held["NodeNames"] == [] and extender._holds == {}
 
 
 async def test_a_large_pod_that_has_not_waited_long_holds_nothing() -> None:
