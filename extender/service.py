@@ -51,7 +51,7 @@ from scoring.fairshare import (
     team_shares,
     team_weights,
 )
-from scoring.feasibility import check_feasibility
+from scoring.feasibility import CheckKind, check_feasibility
 from scoring.fragmentation import FloatArray
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
@@ -625,7 +625,14 @@ class Extender:
     def filter(
         self, args: ExtenderArgs, raw_nodes: Sequence[Mapping[str, Any]] | None = None
     ) -> dict[str, Any]:
-        """``ExtenderFilterResult`` for ``args``; ``raw_nodes`` are the request's Nodes.items."""
+        """``ExtenderFilterResult`` for ``args``; ``raw_nodes`` are the request's Nodes.items.
+
+        The nodes that fail are listed, with their reasons, only when none passes:
+        kube-scheduler reads them for its FailedScheduling event and to choose where
+        preemption might help, both only when no node is left (a FitError,
+        ``schedule_one.go``).  Once a node passes they would be bytes to encode, send
+        and decode for nothing; the rejections are counted in the metrics either way.
+        """
         key, request = self._pod(args.pod)
         names = self._node_names(args)
         if key.uid not in self._observed:
@@ -635,16 +642,26 @@ class Extender:
         fair = self._fair(state, key, request)
         rows, known = self._rows(state, names, "filter")
         outcome = self._outcome(state, request, rows)
-        feasibility = outcome.evaluation.feasibility
         mask = outcome.mask
-        passed = list(compress(known, mask.tolist()))
-        held_back = self._held_back(state, fair, request, passed)
-        if held_back:
-            passed = [name for name in passed if name not in held_back]
+        held_reasons = self._held_back(state, fair, request, rows, mask)
+        held = np.zeros(len(rows), dtype=bool)
+        if held_reasons:
+            held[list(held_reasons)] = True
+        eligible = mask & ~held if held_reasons else mask
+        best_only = self.config.current.filter_passes == "best"
+        if best_only:
+            # One node passes, the one prioritize would rank 10; the others go unlisted
+            # (kube-scheduler drops them without a status).
+            best = outcome.best(eligible if held_reasons else None)
+            passing = np.array([] if best is None else [best], dtype=np.int64)
+        else:
+            passing = np.flatnonzero(eligible)
+        passed = [known[i] for i in passing.tolist()]
+        if held_reasons:
             self._memo = None
             if not passed and self.requeuer is not None:
                 self._remember_hold(fair, key, request)
-        elif self.shortcuts:
+        elif self.shortcuts and not best_only:
             self._memo = _FilterMemo(
                 key.uid,
                 request,
@@ -659,50 +676,29 @@ class Extender:
             )
         if passed and self._holds:
             self._holds.pop(key.uid, None)
-        outranked = 0
-        if len(passed) > 1 and self.config.current.filter_passes == "best":
-            # The others go unlisted: kube-scheduler drops them without a status (they are
-            # in no event: with one node passed, the pod is not unschedulable here).
-            among = None
-            if held_back:
-                among = np.fromiter((name not in held_back for name in known), bool, len(known))
-            best = outcome.best(among)
-            assert best is not None
-            outranked = len(passed) - 1
-            passed = [known[best]]
+        unknown = (
+            [name for name in names if state.row_of(name) is None]
+            if len(known) != len(names)
+            else []
+        )
+        if unknown and not request.gpu_count:  # no GPUs asked: fairpack has nothing against them
+            passed_set = set(passed) | set(unknown)
+            passed, unknown = [name for name in names if name in passed_set], []
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
-        rejected_counts: dict[str, int] = {}
-        if len(passed) + outranked + len(held_back) != len(known):
-            failed_check = outcome.failed_check
-            kinds = feasibility.failed_check[~feasibility.mask]
-            for kind in np.unique(kinds).tolist():
-                check = feasibility.check(kind)
-                rejected = dict.fromkeys(
-                    compress(known, (failed_check == kind).tolist()), check.reason
-                )
-                (unresolvable if check.unresolvable else failed).update(rejected)
-                rejected_counts[check.reason] = len(rejected)
-                self.metrics.filter_rejections.labels(check.reason).inc(len(rejected))
-        for reason in dict.fromkeys(held_back.values()):
-            count = sum(1 for r in held_back.values() if r == reason)
-            rejected_counts[reason] = count
-            self.metrics.filter_rejections.labels(reason).inc(count)
-        failed.update(held_back)
-        if len(known) != len(names):
-            unknown = [name for name in names if state.row_of(name) is None]
-            if request.gpu_count:
-                failed.update(dict.fromkeys(unknown, UNKNOWN_NODE_REASON))
-                self.metrics.filter_rejections.labels(UNKNOWN_NODE_REASON).inc(len(unknown))
-            else:
-                passed_set = set(passed) | set(unknown)
-                passed = [name for name in names if name in passed_set]
+        rejected_counts = self._rejections(
+            outcome,
+            known,
+            held_reasons,
+            unknown,
+            listed=(failed, unresolvable) if not passed else None,
+        )
         self._explain(key, request).update(
             filter={
                 "at_s": time.time(),
                 "nodes": len(names),
                 "passed": len(passed),
-                "outranked": outranked,
+                "outranked": int(np.count_nonzero(eligible)) - len(passed) if best_only else 0,
                 "rejected": rejected_counts,
                 "unknown_nodes": len(names) - len(known),
             }
@@ -721,24 +717,68 @@ class Extender:
             result["NodeNames"] = None
         return result
 
+    def _rejections(
+        self,
+        outcome: Outcome,
+        known: list[str],
+        held_reasons: Mapping[int, str],
+        unknown: list[str],
+        listed: tuple[dict[str, str], dict[str, str]] | None,
+    ) -> dict[str, int]:
+        """The rejected nodes counted by reason (and in the metrics); with ``listed``,
+        also written there by name: (failed, failed and unresolvable)."""
+        counts: dict[str, int] = {}
+        failed_check = outcome.failed_check
+        rejected = failed_check >= 0
+        feasibility = outcome.evaluation.feasibility
+        by_kind = np.bincount(failed_check[rejected], minlength=len(CheckKind))
+        for kind in np.flatnonzero(by_kind).tolist():
+            check = feasibility.check(kind)
+            counts[check.reason] = counts.get(check.reason, 0) + int(by_kind[kind])
+            if listed is not None:
+                failed, unresolvable = listed
+                (unresolvable if check.unresolvable else failed).update(
+                    dict.fromkeys(compress(known, (failed_check == kind).tolist()), check.reason)
+                )
+        for index, reason in held_reasons.items():
+            counts[reason] = counts.get(reason, 0) + 1
+            if listed is not None:
+                listed[0][known[index]] = reason
+        if unknown:
+            counts[UNKNOWN_NODE_REASON] = len(unknown)
+            if listed is not None:
+                listed[0].update(dict.fromkeys(unknown, UNKNOWN_NODE_REASON))
+        for reason, count in counts.items():
+            self.metrics.filter_rejections.labels(reason).inc(count)
+        return counts
+
     def _held_back(
-        self, state: ClusterState, fair: _FairContext, request: PodRequest, passed: list[str]
-    ) -> dict[str, str]:
-        """Nodes the fair-share levers take from ``passed``, with the reason for each."""
-        if not passed or fair.shares is None:
+        self,
+        state: ClusterState,
+        fair: _FairContext,
+        request: PodRequest,
+        rows: IntArray,
+        mask: BoolArray,
+    ) -> dict[int, str]:
+        """Indexes into ``rows`` of the feasible nodes the fair-share levers hold back,
+        with the reason for each."""
+        if fair.shares is None or not mask.any():
             return {}
         gate = fair.gate(state, request)
         if gate.hold:
             self.metrics.fairshare_holds.labels(request.team).inc()
-            return dict.fromkeys(passed, gate.reason)
+            return dict.fromkeys(np.flatnonzero(mask).tolist(), gate.reason)
         off_rows, held_for = fair.kept_off_rows(request)
         if not len(off_rows):
             return {}
-        held = {
-            state.names[row]: HELD_NODE_REASON.format(gpus=gpus)
+        reason_of_row = {
+            row: HELD_NODE_REASON.format(gpus=gpus)
             for row, gpus in zip(off_rows.tolist(), held_for, strict=True)
         }
-        return {name: held[name] for name in passed if name in held}
+        kept = np.flatnonzero(mask & np.isin(rows, off_rows))
+        return {
+            i: reason_of_row[row] for i, row in zip(kept.tolist(), rows[kept].tolist(), strict=True)
+        }
 
     # -- holds that lift --------------------------------------------------------------------------
     #

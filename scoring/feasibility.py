@@ -60,6 +60,8 @@ def reason(kind: CheckKind, request: PodRequest) -> str:
     if kind is CheckKind.GPU_MEMORY:
         return f"node(s) have GPUs with less than {_gib(request.min_gpu_memory_mib)} memory"
     if kind is CheckKind.GPU_COUNT:
+        if request.gpu_count == 1:
+            return "node(s) have no GPU"
         return f"node(s) have fewer than {request.gpu_count} GPUs"
     if kind is CheckKind.GPU_FREE:
         if request.is_sharing:

@@ -257,6 +257,17 @@ def a_team_on_both_nodes(extender: Extender) -> dict[str, Any]:
     return pod("a-2", request(gpus=1), namespace="ml-team-a")
 
 
+HELD = "node(s) held for a starving 8-GPU pod"
+
+
+def rejected(extender: Extender, pod: dict[str, Any]) -> dict[str, int]:
+    """The nodes the last filter of ``pod`` rejected, by reason (its explain record)."""
+    record = extender.explain(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
+    assert record is not None
+    counts: dict[str, int] = record["filter"]["rejected"]
+    return counts
+
+
 async def test_small_pods_keep_off_the_node_held_for_a_starving_large_pod() -> None:
     # an 8-GPU pod of ml-team-b pending for 20 minutes (> 600 s): gpu-0 (6 free) is the
     # closest to freeing 8 GPUs and is held; a 1-GPU pod goes to gpu-1 (2 free)
@@ -265,8 +276,12 @@ async def test_small_pods_keep_off_the_node_held_for_a_starving_large_pod() -> N
     pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
     async with serve(extender) as client:
         _, answer = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        counted = rejected(extender, small)
+        _, alone = await post(client, "filter", filter_body(small, ["gpu-0"]))
     assert answer["NodeNames"] == ["gpu-1"]
-    assert answer["FailedNodes"] == {"gpu-0": "node(s) held for a starving 8-GPU pod"}
+    assert counted == {HELD: 1}
+    # Listed when no node passes, as kube-scheduler reads it then.
+    assert alone["NodeNames"] == [] and alone["FailedNodes"] == {"gpu-0": HELD}
 
 
 async def test_the_node_passed_alone_is_the_best_of_those_not_held() -> None:
@@ -297,9 +312,8 @@ async def test_the_node_passed_alone_is_the_best_of_those_not_held() -> None:
         _, scores = await post(
             every_client, "prioritize", filter_body(small, feasible["NodeNames"])
         )
-    held = {"gpu-0": "node(s) held for a starving 8-GPU pod"}
-    assert feasible["NodeNames"] == ["gpu-1", "gpu-2"] and feasible["FailedNodes"] == held
-    assert alone["FailedNodes"] == held
+    assert feasible["NodeNames"] == ["gpu-1", "gpu-2"]
+    assert rejected(best, small) == rejected(every, small) == {HELD: 1}
     assert alone["NodeNames"] == [s["Host"] for s in scores if s["Score"] == 10]
 
 
@@ -323,12 +337,13 @@ async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(
     small = a_team_on_both_nodes(extender)
     pending(extender, "big", request(gpus=8), "ml-team-b", age_s=590)
     async with serve(extender) as client:
-        _, before = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        before = rejected(extender, small)
         now = time.time()
         monkeypatch.setattr(time, "time", lambda: now + 20)
         _, after = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
-    assert before["FailedNodes"] == {}
-    assert after["FailedNodes"] == {"gpu-0": "node(s) held for a starving 8-GPU pod"}
+    assert before == {}
+    assert rejected(extender, small) == {HELD: 1}
     assert after["NodeNames"] == ["gpu-1"]
 
 
@@ -337,11 +352,12 @@ async def test_a_large_pod_that_starts_waiting_after_a_filter_is_seen_by_the_nex
     extender = platform()
     small = a_team_on_both_nodes(extender)
     async with serve(extender) as client:
-        _, before = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        before = rejected(extender, small)
         pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
         _, after = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
-    assert before["FailedNodes"] == {}
-    assert after["FailedNodes"] == {"gpu-0": "node(s) held for a starving 8-GPU pod"}
+    assert before == {}
+    assert rejected(extender, small) == {HELD: 1}
     assert after["NodeNames"] == ["gpu-1"]
 
 

@@ -67,18 +67,35 @@ async def test_filter_answers_every_key_of_the_go_struct() -> None:
     assert body["Nodes"] is None
     assert body["Error"] == ""
     assert body["NodeNames"] == ["a100-0", "a100-1", "l4-0", "l4-1"]
-    assert body["FailedAndUnresolvableNodes"] == {"cpu-0": "node(s) have fewer than 2 GPUs"}
+    # A node passed: kube-scheduler would not read why cpu-0 failed (see the next test).
+    assert body["FailedAndUnresolvableNodes"] == {}
     assert body["FailedNodes"] == {}
+
+
+@pytest.mark.parametrize("config", [None, passing_every_feasible_node()], ids=["best", "feasible"])
+async def test_filter_lists_the_failed_nodes_only_when_none_passes(config: Any) -> None:
+    # kube-scheduler reads the reasons only when no node is left (its FailedScheduling
+    # event, and where preemption might help); they are counted either way.
+    extender = service(cluster(), config=config)
+    two = pod(req=request(gpus=2))
+    async with serve(extender) as client:
+        _, some = await post(client, "filter", filter_body(two, NAMES))
+        counted = extender.explain(f"{two['metadata']['namespace']}/{two['metadata']['name']}")
+        _, none = await post(client, "filter", filter_body(two, ["cpu-0"]))
+    assert some["NodeNames"] and some["FailedNodes"] == some["FailedAndUnresolvableNodes"] == {}
+    assert counted is not None
+    assert counted["filter"]["rejected"] == {"node(s) have fewer than 2 GPUs": 1}
+    assert none["NodeNames"] == []
+    assert none["FailedAndUnresolvableNodes"] == {"cpu-0": "node(s) have fewer than 2 GPUs"}
+    assert none["FailedNodes"] == {}
 
 
 async def test_filter_passes_the_best_node_alone_by_default() -> None:
-    # The others that fit are left out without a reason (kube-scheduler drops them); the
-    # nodes that do not fit keep theirs.
+    # The others are left out without a reason (kube-scheduler drops them).
     async with serve(service(cluster())) as client:
         _, body = await post(client, "filter", filter_body(pod(req=request(gpus=2)), NAMES))
     assert len(body["NodeNames"]) == 1 and body["NodeNames"][0].startswith("l4-")
-    assert body["FailedAndUnresolvableNodes"] == {"cpu-0": "node(s) have fewer than 2 GPUs"}
-    assert body["FailedNodes"] == {}
+    assert body["FailedAndUnresolvableNodes"] == body["FailedNodes"] == {}
 
 
 @pytest.mark.parametrize("gpus", [1, 2, 4, 8])
@@ -96,8 +113,6 @@ async def test_the_node_filter_passes_is_the_one_prioritize_ranks_first(gpus: in
         _, scores = await post(every_client, "prioritize", filter_body(p, feasible["NodeNames"]))
     assert len(feasible["NodeNames"]) > 1
     assert alone["NodeNames"] == [s["Host"] for s in scores if s["Score"] == 10]
-    assert alone["FailedNodes"] == feasible["FailedNodes"]
-    assert alone["FailedAndUnresolvableNodes"] == feasible["FailedAndUnresolvableNodes"]
 
 
 @pytest.mark.parametrize(
@@ -133,8 +148,11 @@ async def test_filter_reasons_split_resolvable_from_unresolvable(
         first = pod("warm", request(gpus=1))
         await post(client, "filter", filter_body(first, ["a100-0"]))
         assert (await post(client, "bind", bind_body(first, "a100-0")))[1] == {"Error": ""}
-        status, body = await post(client, "filter", filter_body(pod(req=req), NAMES))
+        # Only the nodes that fail are offered: the reasons are listed when none passes.
+        failing = [name for name in NAMES if name in resolvable or name in unresolvable]
+        status, body = await post(client, "filter", filter_body(pod(req=req), failing))
     assert status == 200
+    assert body["NodeNames"] == []
     assert body["FailedNodes"] == resolvable
     assert set(body["FailedAndUnresolvableNodes"]) == unresolvable
 
@@ -143,8 +161,8 @@ async def test_filter_reason_reads_like_a_failed_scheduling_event() -> None:
     specs = nodes(40)
     extender = service(specs)
     async with serve(extender) as client:
-        # 32 of the 40 nodes have only 3 GPUs free.
-        for i in range(32):
+        # Every node has only 3 GPUs free.
+        for i in range(40):
             busy = pod(f"busy-{i}", request(gpus=5))
             await post(client, "filter", filter_body(busy, [f"gpu-{i}"]))
             await post(client, "bind", bind_body(busy, f"gpu-{i}"))
@@ -153,7 +171,7 @@ async def test_filter_reason_reads_like_a_failed_scheduling_event() -> None:
             client, "filter", filter_body(pod(req=wanted), [s.name for s in specs])
         )
     reasons = list(body["FailedNodes"].values())
-    assert len(reasons) == 32
+    assert len(reasons) == 40
     assert set(reasons) == {"node(s) lack 4 free GPUs with >= 40 GiB memory"}
 
 
@@ -205,10 +223,11 @@ async def test_prioritize_scores_unknown_nodes_neutrally_and_counts_them() -> No
 async def test_filter_fails_unknown_nodes_for_gpu_pods_as_retryable() -> None:
     async with serve(service(cluster())) as client:
         _, body = await post(
-            client, "filter", filter_body(pod(req=request(gpus=1)), ["a100-0", "ghost"])
+            client, "filter", filter_body(pod(req=request(gpus=1)), ["cpu-0", "ghost"])
         )
-    assert body["NodeNames"] == ["a100-0"]
+    assert body["NodeNames"] == []
     assert body["FailedNodes"] == {"ghost": "node(s) not yet in fairpack's view"}
+    assert body["FailedAndUnresolvableNodes"] == {"cpu-0": "node(s) have no GPU"}
 
 
 async def test_bind_posts_the_binding_and_takes_the_gpus_at_once() -> None:
@@ -223,10 +242,10 @@ async def test_bind_posts_the_binding_and_takes_the_gpus_at_once() -> None:
         assert body == {"Error": ""}
         # The very next filter already sees a100-0 full, before any watch event.
         _, after = await post(
-            client, "filter", filter_body(pod("next", request(gpus=1)), ["a100-0", "a100-1"])
+            client, "filter", filter_body(pod("next", request(gpus=1)), ["a100-0"])
         )
     assert binder.bound == [("team-a", "big", big["metadata"]["uid"], "a100-0")]
-    assert after["NodeNames"] == ["a100-1"]
+    assert after["NodeNames"] == []
     assert after["FailedNodes"] == {"a100-0": "node(s) lack 1 free GPU"}
 
 

@@ -44,6 +44,7 @@ FITS = -1
             "node(s) have GPUs with less than 1.5 GiB memory",
         ),
         (CheckKind.GPU_COUNT, whole(4), "node(s) have fewer than 4 GPUs"),
+        (CheckKind.GPU_COUNT, whole(1), "node(s) have no GPU"),
         (CheckKind.GPU_FREE, sharing(250), "node(s) lack a GPU with 250 free milli-GPU"),
         (CheckKind.GPU_FREE, whole(1), "node(s) lack 1 free GPU"),  # singular
         (CheckKind.GPU_FREE, whole(8), "node(s) lack 8 free GPUs"),
@@ -63,6 +64,7 @@ FITS = -1
         "gpu-memory",
         "gpu-memory-fraction",
         "gpu-count",
+        "gpu-count-one",
         "gpu-free-sharing",
         "gpu-free-one",
         "gpu-free-many",
