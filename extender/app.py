@@ -116,7 +116,7 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
         except web.HTTPRequestEntityTooLarge:
             reason = f"body too large (limit {request.app[MAX_BODY]} bytes)"
             log.warning("%s: %s", name, reason)
-            return _respond(extender, name, 413, _ERROR_BODIES[name](reason), time.perf_counter())
+            return _respond(extender, name, 413, _ERROR_BODIES[name](reason), _now())
         except Exception as exc:  # the client went away mid-body
             log.warning("%s: body could not be read: %s", name, exc)
             return _respond(
@@ -124,9 +124,9 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
                 name,
                 400,
                 _ERROR_BODIES[name]("body could not be read"),
-                time.perf_counter(),
+                _now(),
             )
-        start = time.perf_counter()
+        start = _now()
         try:
             result = await handler(extender, _load(body))
             status = 200
@@ -142,12 +142,26 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
     return handle
 
 
-def _respond(extender: Extender, verb: str, status: int, result: Any, start: float) -> web.Response:
+_COMPUTE_VERBS = frozenset({"filter", "prioritize", "preempt"})
+"""Verbs that never yield to the loop: their thread CPU time is theirs alone (a bind
+waits for the API server while the loop serves others)."""
+
+
+def _now() -> tuple[float, float]:
+    """Wall clock and this thread's CPU clock (every request is served on the loop's)."""
+    return time.perf_counter(), time.thread_time()
+
+
+def _respond(
+    extender: Extender, verb: str, status: int, result: Any, start: tuple[float, float]
+) -> web.Response:
     body = result.body if isinstance(result, PreEncoded) else orjson.dumps(result)
-    elapsed_s = time.perf_counter() - start
+    elapsed_s = time.perf_counter() - start[0]
     metrics = extender.metrics
     metrics.requests.labels(verb, str(status)).inc()
     metrics.request_seconds.labels(verb).observe(elapsed_s)
+    if verb in _COMPUTE_VERBS:
+        metrics.request_cpu_seconds.labels(verb).inc(time.thread_time() - start[1])
     return web.Response(
         body=body,
         status=status,

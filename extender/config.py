@@ -106,6 +106,15 @@ class FairpackConfig(_Frozen):
             " feasible: every node the pod fits, for kube-scheduler to score."
         ),
     )
+    assume_ttl_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "A pod filter passes one node alone is counted there at once (kube-scheduler binds"
+            " it there); if neither the watch nor a bind shows it bound within this many"
+            " seconds (a later step of kube-scheduler's cycle failed), it is pending again."
+        ),
+    )
 
 
 _UNION_MEMBERS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}

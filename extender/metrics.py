@@ -41,6 +41,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.request_cpu_seconds = Counter(
+            "fairpack_request_cpu_seconds",
+            "CPU time spent on filter, prioritize and preempt, body parsing to response. Well"
+            " below fairpack_request_duration_seconds_sum: fairpack waited for a CPU.",
+            ["verb"],
+            registry=r,
+        )
         self.filter_rejections = Counter(
             "fairpack_filter_rejections",
             "Nodes rejected by filter, by reason.",
@@ -59,6 +66,13 @@ class Metrics:
             registry=r,
         )
         self.binds = Counter("fairpack_binds", "Bind requests by result.", ["result"], registry=r)
+        self.filter_assumptions = Counter(
+            "fairpack_filter_assumptions",
+            "Pods counted on the one node filter passed them, before any bind (assumed), and"
+            " those put back to pending because nobody bound them in time (expired).",
+            ["result"],
+            registry=r,
+        )
         self.preemption_nodes = Counter(
             "fairpack_preemption_nodes",
             "Preemption candidate nodes by decision.",

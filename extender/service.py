@@ -638,6 +638,9 @@ class Extender:
         if key.uid not in self._observed:
             self._observed.put(key.uid, None)
             self.fragments.observe(request)
+        self._expire_assumptions()
+        # Scheduled again: where its last filter counted it, it was not bound.
+        self.view.unassume(key.uid)
         state = self.view.state
         fair = self._fair(state, key, request)
         rows, known = self._rows(state, names, "filter")
@@ -676,6 +679,8 @@ class Extender:
             )
         if passed and self._holds:
             self._holds.pop(key.uid, None)
+        if len(passed) == 1 and request.gpu_count:
+            self._assume_at_filter(state, key, request, int(rows[passing[0]]))
         unknown = (
             [name for name in names if state.row_of(name) is None]
             if len(known) != len(names)
@@ -716,6 +721,31 @@ class Extender:
             result["Nodes"] = {"metadata": {}, "items": items}
             result["NodeNames"] = None
         return result
+
+    def _assume_at_filter(
+        self, state: ClusterState, key: PodKey, request: PodRequest, row: int
+    ) -> None:
+        """Count the pod on the one node filter passes: kube-scheduler binds a pod with one
+        feasible node there without scoring, and the next pod's filter may come before the
+        binding does (or, without a bindVerb, before the watch shows it)."""
+        placement = self.view.lookup(key.uid)
+        info = (
+            placement.info
+            if placement is not None and not placement.node
+            else PodInfo(key.uid, key.namespace, key.name, "", request, started_s=time.time())
+        )
+        gpus = choose_gpus(state.free_milli[row : row + 1], request)[0].tolist()
+        try:
+            self.view.assume(replace(info, request=request), state.names[row], gpus, tentative=True)
+        except ValueError:  # the view has it bound already: the watch is ahead of this filter
+            return
+        self.metrics.filter_assumptions.labels("assumed").inc()
+
+    def _expire_assumptions(self) -> None:
+        expired = self.view.expire_tentative(self.config.current.assume_ttl_s)
+        if expired:
+            log.info("%d pod(s) passed by filter were not bound in time; pending again", expired)
+            self.metrics.filter_assumptions.labels("expired").inc(expired)
 
     def _rejections(
         self,
@@ -801,6 +831,7 @@ class Extender:
         holds when one of its held nodes is released.
         """
         lifted: list[PodKey] = []
+        self._expire_assumptions()  # an assumption nobody bound may be what holds them
         state = self.view.state
         free: list[float] = []  # a sum over every node: once per pass
         gates: dict[tuple[str, int, bool], bool] = {}
@@ -1084,6 +1115,9 @@ class Extender:
         key = PodKey(args.pod_uid, args.pod_namespace, args.pod_name)
         node = args.node
         placement = self.view.lookup(key.uid)
+        if placement is not None and placement.tentative:
+            self.view.unassume(key.uid)  # assumed by filter; now where kube-scheduler binds it
+            placement = self.view.lookup(key.uid)
         if placement is not None and placement.node:
             self.metrics.binds.labels("refused").inc()
             return {"Error": f"pod {key.key} is already bound to node {placement.node}"}

@@ -84,6 +84,8 @@ class _Entry:
     gpus: tuple[int, ...] = ()
     placed: PodRequest | None = None
     assumed_at_s: float | None = None
+    tentative: bool = False
+    """Assumed where filter passed it alone: kube-scheduler has not bound it yet."""
     model: str = ""
     """GPU model of the node the pod was counted on (fair-share value weighting)."""
 
@@ -100,6 +102,8 @@ class PodPlacement:
     assumed: bool
     placed: PodRequest | None
     """What the pod takes out of the arrays (None: its node is unknown)."""
+    tentative: bool = False
+    """Assumed at filter time, not bound by anyone yet (:meth:`ClusterView.assume`)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,8 @@ class ClusterView:
         self._allocated_model_milli: dict[tuple[str, str], int] = {}
         self._pending_sizes: dict[str, dict[int, int]] = {}
         self._pending_multi_gpu: dict[str, None] = {}
+        self._tentative: dict[str, float] = {}
+        """UIDs assumed at filter time, oldest first, with when."""
         self.pending_multi_gpu_version = 0
         self.fair_version = 0
         """Bumped whenever a team's GPUs, pending GPUs or weights may have changed."""
@@ -200,6 +206,7 @@ class ClusterView:
             entry.gpus,
             entry.assumed_at_s is not None,
             entry.placed,
+            entry.tentative,
         )
 
     def pods(self) -> Iterable[PodPlacement]:
@@ -356,8 +363,15 @@ class ClusterView:
 
     # -- our own binds ---------------------------------------------------------------------------
 
-    def assume(self, info: PodInfo, node: str, gpus: Sequence[int]) -> None:
+    def assume(
+        self, info: PodInfo, node: str, gpus: Sequence[int], *, tentative: bool = False
+    ) -> None:
         """Take ``gpus`` of ``node`` for ``info`` now, before the watch shows the binding.
+
+        ``tentative``: filter passed the pod this node alone, so kube-scheduler binds it
+        there unless a later step of its cycle fails; the assumption lapses after a while
+        unless the watch or a bind confirms it (:meth:`expire_tentative`).  A tentative
+        assumption is replaced by the next one for the same pod.
 
         The caller has checked that the pod fits there (scoring.evaluate on the row);
         a pod that does not fit raises ValueError and leaves the view unchanged.
@@ -370,10 +384,11 @@ class ClusterView:
         request = self._resolve(info.request, team)
         previous = self._pods.get(info.uid)
         if previous is not None:
-            if previous.node:
+            if previous.node and not previous.tentative:
                 raise ValueError(f"pod {info.key} is already on node {previous.node}")
             self._remove(previous)
         state.place(row, request, list(gpus))
+        now = self.clock()
         entry = _Entry(
             info=replace(info, node=node),
             team=team,
@@ -381,11 +396,39 @@ class ClusterView:
             request=request,
             gpus=tuple(int(g) for g in gpus),
             placed=request,
-            assumed_at_s=self.clock(),
+            assumed_at_s=now,
+            tentative=tentative,
         )
         self._pods[info.uid] = entry
         self._by_node.setdefault(node, {})[info.uid] = None
         self._count(entry, +1)
+        self._tentative.pop(info.uid, None)
+        if tentative:
+            self._tentative[info.uid] = now
+
+    def unassume(self, uid: str) -> None:
+        """Put a pod assumed at filter time back to pending (it is being scheduled again)."""
+        entry = self._pods.get(uid)
+        self._tentative.pop(uid, None)
+        if entry is not None and entry.tentative:
+            self._remove(entry)
+            self._upsert_pod(replace(entry.info, node=""))
+
+    def expire_tentative(self, ttl_s: float) -> int:
+        """Put back to pending the pods assumed at filter time more than ``ttl_s`` ago
+        that nobody has bound since (a later step of kube-scheduler's cycle failed);
+        returns how many."""
+        if not self._tentative:
+            return 0
+        cutoff = self.clock() - ttl_s
+        expired = []
+        for uid, at_s in self._tentative.items():
+            if at_s > cutoff:
+                break
+            expired.append(uid)
+        for uid in expired:
+            self.unassume(uid)
+        return len(expired)
 
     def forget(self, uid: str) -> None:
         """Undo an assumption whose binding failed; a confirmed pod is left alone."""
@@ -423,6 +466,8 @@ class ClusterView:
                 return  # an event from before our binding; the assumption stands
             if info.node == entry.node:
                 entry.assumed_at_s = None  # the watch confirms our bind
+                entry.tentative = False
+                self._tentative.pop(info.uid, None)
         # Compared as the view keeps it (with its team): the watch's request carries none.
         if info.node == entry.node and self._resolve(info.request, entry.team) == entry.request:
             entry.info = info
@@ -432,6 +477,8 @@ class ClusterView:
         self._upsert_pod(info)
 
     def _remove(self, entry: _Entry) -> None:
+        if entry.tentative:
+            self._tentative.pop(entry.info.uid, None)
         self._unplace(entry)
         self._count(entry, -1)
         self._unlink(entry)

@@ -230,6 +230,59 @@ async def test_filter_fails_unknown_nodes_for_gpu_pods_as_retryable() -> None:
     assert body["FailedAndUnresolvableNodes"] == {"cpu-0": "node(s) have no GPU"}
 
 
+async def test_the_node_filter_passes_alone_is_taken_before_any_bind() -> None:
+    # kube-scheduler binds a pod with one feasible node there, and without a bindVerb
+    # fairpack learns of it from the watch only: the next filter must not offer it again.
+    extender = service(cluster())
+    first, second = pod("first", request(gpus=8)), pod("second", request(gpus=8))
+    async with serve(extender) as client:
+        _, one = await post(client, "filter", filter_body(first, NAMES))
+        (chosen,) = one["NodeNames"]
+        _, other = await post(client, "filter", filter_body(second, NAMES))
+        _, same = await post(client, "filter", filter_body(second, [chosen]))
+        # Filtered again (its cycle failed after filter): its own GPUs are free to it.
+        _, again = await post(client, "filter", filter_body(first, [chosen]))
+    assert other["NodeNames"] != [chosen] and len(other["NodeNames"]) == 1
+    assert same["NodeNames"] == [] and same["FailedNodes"] == {chosen: "node(s) lack 8 free GPUs"}
+    assert again["NodeNames"] == [chosen]
+    placement = extender.view.lookup(first["metadata"]["uid"])
+    assert placement is not None and placement.node == chosen and placement.tentative
+
+
+async def test_a_bind_after_filter_binds_where_kube_scheduler_says() -> None:
+    binder = RecordingBinder()
+    extender = service(cluster(), binder=binder)
+    first = pod("first", request(gpus=4))
+    async with serve(extender) as client:
+        _, one = await post(client, "filter", filter_body(first, ["a100-0", "a100-1"]))
+        (chosen,) = one["NodeNames"]
+        elsewhere = "a100-1" if chosen == "a100-0" else "a100-0"
+        _, bound = await post(client, "bind", bind_body(first, elsewhere))
+    assert bound == {"Error": ""}
+    placement = extender.view.lookup(first["metadata"]["uid"])
+    assert placement is not None and placement.node == elsewhere and not placement.tentative
+    state = extender.view.state
+    assert [
+        int((state.free_milli[state.row_of(n)] >= 1000).sum()) for n in (chosen, elsewhere)
+    ] == [8, 4]
+
+
+async def test_a_pod_filter_passed_that_nobody_binds_is_pending_again_after_a_while() -> None:
+    extender = service(cluster(), config=LiveConfig(FairpackConfig(assume_ttl_s=30)))
+    now = [1000.0]
+    extender.view.clock = lambda: now[0]
+    first, second = pod("first", request(gpus=8)), pod("second", request(gpus=8))
+    async with serve(extender) as client:
+        _, one = await post(client, "filter", filter_body(first, NAMES))
+        (chosen,) = one["NodeNames"]
+        now[0] += 31
+        _, later = await post(client, "filter", filter_body(second, [chosen]))
+    assert later["NodeNames"] == [chosen]
+    assert extender.metrics.filter_assumptions.labels("expired")._value.get() == 1
+    placement = extender.view.lookup(first["metadata"]["uid"])
+    assert placement is None or not placement.node
+
+
 async def test_bind_posts_the_binding_and_takes_the_gpus_at_once() -> None:
     binder = RecordingBinder()
     extender = service(cluster(), binder=binder)

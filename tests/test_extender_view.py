@@ -153,6 +153,74 @@ def test_forget_releases_a_failed_bind_but_not_a_confirmed_one() -> None:
     assert free_gpus(view, "n") == [0, 1000, 1000, 1000]
 
 
+# -- assumed at filter time (tentative) -----------------------------------------------------------
+
+
+def tentative(view: ClusterView, uid: str, node_name: str, slots: list[int]) -> None:
+    view.assume(pod_info(uid, "", request(gpus=len(slots))), node_name, slots, tentative=True)
+
+
+def test_a_tentative_assumption_is_replaced_by_the_next_one_for_the_same_pod() -> None:
+    view = ClusterView([node("n", gpus=4), node("m", gpus=4)])
+    view.apply(Upserted("pod", pod_info("a", "", request(gpus=2))))
+    tentative(view, "a", "n", [0, 1])
+    tentative(view, "a", "m", [2, 3])
+    assert free_gpus(view, "n") == [1000] * 4
+    assert free_gpus(view, "m") == [1000, 1000, 0, 0]
+    assert view.assumed_count == 1
+
+
+def test_unassume_puts_the_pod_back_to_pending_as_the_watch_showed_it() -> None:
+    view = ClusterView([node("n", gpus=4)])
+    view.apply(Upserted("pod", pod_info("a", "", request(gpus=2))))
+    pending_before = view.fair_ledger().pending
+    tentative(view, "a", "n", [0, 1])
+    assert view.fair_ledger().pending != pending_before  # held now, not pending
+    view.unassume("a")
+    placement = view.lookup("a")
+    assert placement is not None and not placement.node and not placement.assumed
+    assert free_gpus(view, "n") == [1000] * 4
+    assert view.fair_ledger().pending == pending_before
+
+
+def test_unassume_leaves_pods_bound_or_assumed_by_bind_alone() -> None:
+    view = ClusterView([node("n", gpus=4)])
+    assumed(view, "by-bind", "n", 1)
+    view.apply(Upserted("pod", pod_info("seen", "n", request(gpus=1))))
+    view.unassume("by-bind")
+    view.unassume("seen")
+    assert free_gpus(view, "n") == [0, 0, 1000, 1000]
+
+
+def test_tentative_assumptions_expire_oldest_first_unless_confirmed() -> None:
+    clock = FakeClock()
+    view = ClusterView([node("n", gpus=4)], clock=clock)
+    tentative(view, "old", "n", [0])
+    clock.now_s += 30
+    tentative(view, "confirmed", "n", [1])
+    tentative(view, "young", "n", [2])
+    view.apply(Upserted("pod", pod_info("confirmed", "n", request(gpus=1))))
+    clock.now_s += 40  # old: 70 s, the others: 40 s
+    assert view.expire_tentative(60.0) == 1
+    assert free_gpus(view, "n") == [1000, 0, 0, 1000]
+    clock.now_s += 30
+    assert view.expire_tentative(60.0) == 1  # young; confirmed is bound for good
+    assert free_gpus(view, "n") == [1000, 0, 1000, 1000]
+    assert view.expire_tentative(60.0) == 0
+
+
+def test_a_bind_makes_a_tentative_assumption_final() -> None:
+    clock = FakeClock()
+    view = ClusterView([node("n", gpus=4)], clock=clock)
+    tentative(view, "a", "n", [0, 1])
+    view.unassume("a")
+    assumed(view, "a", "n", 2)
+    clock.now_s += 3600
+    assert view.expire_tentative(60.0) == 0
+    placement = view.lookup("a")
+    assert placement is not None and placement.assumed and not placement.tentative
+
+
 def test_a_relist_drops_vanished_pods_but_keeps_binds_newer_than_the_list() -> None:
     clock = FakeClock()
     view = ClusterView([node("n", gpus=4)], clock=clock)
