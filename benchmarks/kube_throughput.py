@@ -14,6 +14,8 @@ run creates ``--pods`` one-GPU pods concurrently and measures pods bound per sec
 the first creation to the last binding, as seen by a watch. Both runs use the same client
 settings: kube-scheduler's QPS/burst raised so that its client is not the bottleneck, and
 the API server's max-requests-inflight raised to match.
+Between runs, the previous run's namespace is deleted (its pods and kube-scheduler's
+events) and the control plane left to settle, so that no run pays for the one before.
 
 Also reported per run: the creation rate (if it is close to the bind rate, the run measured
 the load generator, not the scheduler), kube-scheduler's mean time per scheduling attempt,
@@ -47,6 +49,13 @@ SCHEDULER_BURST = 10000
 APISERVER_ARGS = ("--max-requests-inflight=1000", "--max-mutating-requests-inflight=500")
 TARGET_RATIO = 0.5
 VERBS = ("filter", "prioritize", "bind", "preempt")
+FAIRPACK_COUNTERS = (
+    "fairpack_filter_assumptions_total",
+    "fairpack_filter_rejections_total",
+    "fairpack_fairshare_holds_total",
+    "fairpack_holds_lifted_total",
+    "fairpack_binds_total",
+)
 
 
 def _e2e(module: str) -> Any:
@@ -209,15 +218,24 @@ async def measure(
     }
 
 
-async def _delete_pods(api: Api, namespace: str) -> None:
+async def _delete_run(api: Api, namespace: str, timeout_s: float = 300.0) -> None:
+    """Delete a run's namespace and wait until it is gone.
+
+    Its pods go first, at once (grace period 0: no kubelet would confirm them). Then the
+    namespace controller deletes the rest, mostly kube-scheduler's events (one per pod):
+    thousands of deletions that would otherwise land in the next run and be charged to it.
+    """
     await api.ok(
         "DELETE",
         f"/api/v1/namespaces/{namespace}/pods",
         {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
     )
-    while (await api.ok("GET", f"/api/v1/namespaces/{namespace}/pods?limit=1"))["items"]:
-        await asyncio.sleep(0.5)
     await api.ok("DELETE", f"/api/v1/namespaces/{namespace}", also=(404,))
+    deadline = time.monotonic() + timeout_s
+    while (await api.request("GET", f"/api/v1/namespaces/{namespace}"))[0] != 404:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"namespace {namespace} still there after {timeout_s:.0f} s")
+        await asyncio.sleep(0.5)
 
 
 def _histogram_means(samples: dict[str, float], prefix: str, label: str) -> dict[str, float]:
@@ -244,7 +262,32 @@ def _scheduler_metrics(cp: Any, port: int) -> dict[str, float]:
     with urllib.request.urlopen(
         f"https://127.0.0.1:{port}/metrics", context=context, timeout=10
     ) as r:
-        text = r.read().decode()
+        return _samples(r.read().decode())
+
+
+async def _apiserver_requests(api: Api) -> dict[str, float]:
+    """kube-apiserver's requests so far by verb and resource, and its etcd requests by
+    operation and type (from its /metrics)."""
+    async with api.session.get(api.server + "/metrics") as r:
+        samples = _samples(await r.text())
+    counts: dict[str, float] = {}
+    for key, value in samples.items():
+        name, _, labels = key.partition("{")
+        fields: tuple[str, ...]
+        if name == "apiserver_request_total":
+            fields = ("verb", "resource", "subresource")
+        elif name == "etcd_requests_total":
+            fields = ("operation", "type")
+        else:
+            continue
+        parts = [labels.partition(f'{field}="')[2].partition('"')[0] for field in fields]
+        label = f"{name.split('_')[0]} " + " ".join(part for part in parts if part)
+        counts[label] = counts.get(label, 0.0) + value
+    return counts
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus text format as {"name{labels}": value}."""
     samples: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -254,6 +297,11 @@ def _scheduler_metrics(cp: Any, port: int) -> dict[str, float]:
             except ValueError:
                 continue
     return samples
+
+
+def _counters(samples: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    """The samples of these counters, keyed as in the text format (labels included)."""
+    return {key: value for key, value in samples.items() if key.partition("{")[0] in names}
 
 
 def _cpu_s(pid: int) -> float:
@@ -321,6 +369,7 @@ async def _run_one(
     try:
         pids = _pids(cp, stack)
         cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
+        requests_before = await _apiserver_requests(api)
         if args.backlog:
             result = await measure(
                 api,
@@ -337,18 +386,36 @@ async def _run_one(
             cpu_before.update({n: _cpu_s(p) for n, p in pids.items() if n not in cpu_before})
             result = await measure(api, namespace, args.pods, args.concurrency, args.timeout)
         result["load_average_1m"] = round(os.getloadavg()[0], 2)
+        requests_after = await _apiserver_requests(api)
+        # What the API server and etcd were asked to do during the run, per pod.
+        result["apiserver_requests_per_pod"] = {
+            label: round(delta / args.pods, 2)
+            for label, count in sorted(requests_after.items())
+            if (delta := count - requests_before.get(label, 0.0)) >= args.pods / 100
+        }
         result["cpu_s"] = {
             name: round(_cpu_s(pid) - cpu_before.get(name, 0.0), 2) for name, pid in pids.items()
         }
         scheduler_samples = _scheduler_metrics(cp, stack.scheduler_port)
         result["scheduling_algorithm_ms"] = _algorithm_ms(scheduler_samples)
         result["extension_points_ms"] = _extension_points_ms(scheduler_samples)
+        # Attempts beyond one per pod (unschedulable, retried) cost every component.
+        result["schedule_attempts"] = _counters(
+            scheduler_samples, ("scheduler_schedule_attempts_total",)
+        )
         if extender:
             samples = stack.metrics()
             means = _histogram_means(samples, "fairpack_request_duration_seconds", "verb")
             result["fairpack_server_ms"] = {
                 v: round(means[v] * 1000, 3) for v in VERBS if v in means
             }
+            result["fairpack_server_cpu_ms"] = {
+                v: round(cpu / count * 1000, 3)
+                for v in VERBS
+                if (cpu := samples.get(f'fairpack_request_cpu_seconds_total{{verb="{v}"}}'))
+                and (count := samples.get(f'fairpack_request_duration_seconds_count{{verb="{v}"}}'))
+            }
+            result["fairpack_counters"] = _counters(samples, FAIRPACK_COUNTERS)
             result["fairpack_requests"] = {
                 v: int(samples.get(f'fairpack_request_duration_seconds_count{{verb="{v}"}}', 0))
                 for v in VERBS
@@ -357,7 +424,8 @@ async def _run_one(
         stack.stop_scheduler()
         if extender:
             stack.stop_fairpack()
-        await _delete_pods(api, namespace)
+        await _delete_run(api, namespace)
+        await _settle(cp, say)
     label = "with" if extender else "without"
     say(
         f"  {label} fairpack: {result['pods_per_s']} pods/s "
