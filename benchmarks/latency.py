@@ -6,8 +6,8 @@
 latency: per node count, the extender serves a synthetic cluster (a mix of 8x and
 4x GPU nodes, half their GPUs taken, every node in its own state) from a child
 process on loopback; a client plays kube-scheduler's filter then prioritize for
-``--decisions`` pods (no bind: the state stays put, binds are in ``fairpack
-demo``).  Reported: server-side p50/p99 per verb (the ``Server-Timing`` header),
+``--decisions`` pods (no bind: filter counts each pod on the node it passes, as it does
+for kube-scheduler, so the cluster fills as it would).  Reported: server-side p50/p99 per verb (the ``Server-Timing`` header),
 the client's round trip, and the transport floor measured in the same run: the
 same body posted to an endpoint that only reads it and answers as many bytes as
 the real answer had.

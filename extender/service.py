@@ -735,11 +735,13 @@ class Extender:
             else PodInfo(key.uid, key.namespace, key.name, "", request, started_s=time.time())
         )
         gpus = choose_gpus(state.free_milli[row : row + 1], request)[0].tolist()
+        node = state.names[row]
         try:
-            self.view.assume(replace(info, request=request), state.names[row], gpus, tentative=True)
+            self.view.assume(replace(info, request=request), node, gpus, tentative=True)
         except ValueError:  # the view has it bound already: the watch is ahead of this filter
             return
         self.metrics.filter_assumptions.labels("assumed").inc()
+        self._explain(key, request)["assumed"] = {"at_s": time.time(), "node": node, "gpus": gpus}
 
     def _expire_assumptions(self) -> None:
         expired = self.view.expire_tentative(self.config.current.assume_ttl_s)

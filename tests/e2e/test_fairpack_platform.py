@@ -208,7 +208,7 @@ def test_llm_inference_replicas_land_where_fairpack_ranks_first(
     for replica in replicas:
         name = replica["metadata"]["name"]
         explain = cluster.stack.explain(ns, name)
-        assert explain is not None and explain["bind"]["node"] == replica["spec"]["nodeName"]
+        assert explain is not None and explain["assumed"]["node"] == replica["spec"]["nodeName"]
         assert explain["request"]["class"] == "interactive"
         assert explain["request"]["team"] == "ml-team-a"
 

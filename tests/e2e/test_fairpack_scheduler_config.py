@@ -20,8 +20,10 @@ def test_shipped_config_declares_fairpack_as_node_cache_capable_extender() -> No
     assert extender["urlPrefix"].startswith("http://127.0.0.1:")  # the sidecar on loopback
     assert extender["nodeCacheCapable"] is True
     assert extender["ignorable"] is True
-    verbs = ("filterVerb", "preemptVerb", "bindVerb")
-    assert [extender[v] for v in verbs] == ["filter", "preempt", "bind"]
+    verbs = ("filterVerb", "preemptVerb")
+    assert [extender[v] for v in verbs] == ["filter", "preempt"]
+    # kube-scheduler binds; fairpack counts the pod on the node its filter passed.
+    assert "bindVerb" not in extender
     # filter passes fairpack's best node alone (filter_passes: best): nothing to prioritize
     assert "prioritizeVerb" not in extender
     managed = {r["name"]: r.get("ignoredByScheduler", False) for r in extender["managedResources"]}
@@ -32,13 +34,16 @@ def test_shipped_config_declares_fairpack_as_node_cache_capable_extender() -> No
     assert extender["weight"] * 10 > 100 * 15
 
 
-def test_fairpack_filters_scores_and_binds_a_gpu_pod(cluster: Cluster, namespace: str) -> None:
-    """kube-scheduler, run from the shipped file, sends a GPU pod through all of fairpack's
-    verbs, and fairpack posts the binding."""
+def test_fairpack_filters_a_gpu_pod_and_counts_it_where_kube_scheduler_binds_it(
+    cluster: Cluster, namespace: str
+) -> None:
+    """kube-scheduler, run from the shipped file, sends a GPU pod to fairpack's filter,
+    binds it on the node filter passed, and fairpack has counted it there from the start."""
     stack = cluster.stack
     node = f"{cluster.fleet}-a100"
     cluster.create_nodes([gpu_node(node, A100_80GB, fleet=cluster.fleet)])
-    binds_before = stack.metrics().get('fairpack_binds_total{result="bound"}', 0.0)
+    assumed = 'fairpack_filter_assumptions_total{result="assumed"}'
+    assumed_before = stack.metrics().get(assumed, 0.0)
 
     cluster.create(namespace, gpu_pod("one-gpu", gpus=1, fleet=cluster.fleet))
     assert cluster.wait_bound(namespace, "one-gpu") == node
@@ -46,10 +51,14 @@ def test_fairpack_filters_scores_and_binds_a_gpu_pod(cluster: Cluster, namespace
     explain = stack.explain(namespace, "one-gpu")
     assert explain is not None, "fairpack has no decision for the pod it should have filtered"
     assert explain["filter"]["passed"] == 1
-    assert explain["bind"]["node"] == node
-    assert stack.metrics()['fairpack_binds_total{result="bound"}'] == binds_before + 1
-    # The watch confirms fairpack's own bind: 7 of 8 GPUs left, nothing assumed any more.
-    cluster.wait_in_view({node})
+    assert explain["assumed"]["node"] == node
+    assert "bind" not in explain  # kube-scheduler bound it
+    assert stack.metrics()[assumed] == assumed_before + 1
+    # The watch confirms the placement: 7 of 8 GPUs left, counted once, nothing assumed.
+    wait_for(
+        lambda: stack.debug_state()["assumed_pods"] == 0,
+        what="the watch to confirm the pod fairpack counted at filter",
+    )
     state = stack.debug_state()
     (row,) = [n for n in state["nodes"] if n["name"] == node]
     assert row["free_gpus"] == 7

@@ -435,10 +435,12 @@ def test_the_scheduler_topology_runs_with_exactly_the_shipped_rbac(
             bound = wait_for(
                 lambda: cp.api("GET", f"{pods}/trainer")["spec"].get("nodeName"),
                 timeout=90,
-                what="the RBAC-limited kube-scheduler to bind trainer through fairpack",
+                what="the RBAC-limited kube-scheduler to bind trainer where fairpack's filter said",
             )
             assert bound == node_name
-            assert 'fairpack_binds_total{result="bound"} 1.0' in http_text(f"{base_url}/metrics")
+            assert 'fairpack_filter_assumptions_total{result="assumed"} 1.0' in http_text(
+                f"{base_url}/metrics"
+            )
             lease = cp.api(
                 "GET", f"/apis/coordination.k8s.io/v1/namespaces/{home}/leases/fairpack-scheduler"
             )
