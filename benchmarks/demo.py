@@ -9,7 +9,9 @@ with the seed, nothing departs): ``/filter`` with every node name; ``/prioritize
 over the nodes that passed when there are several, the top score winning (ties:
 the first); ``/bind``.  fairpack's default (``filter_passes: best``) passes one
 node, and kube-scheduler, run from the shipped config, then has nothing to
-prioritize.
+prioritize and binds that node itself; fairpack counts the pod there from its
+filter on, and in a cluster the watch confirms the binding.  Without an API server
+``/bind`` stands in for that confirmation.
 Prints placement quality and per-verb latency, client side (round trip) and
 server side (the ``Server-Timing`` header).
 """
