@@ -107,12 +107,15 @@ class FairpackConfig(_Frozen):
         ),
     )
     assume_ttl_s: float = Field(
-        60.0,
+        600.0,
         gt=0,
         description=(
             "A pod filter passes one node alone is counted there at once (kube-scheduler binds"
-            " it there); if neither the watch nor a bind shows it bound within this many"
-            " seconds (a later step of kube-scheduler's cycle failed), it is pending again."
+            " it there, after its Permit and PreBind steps); if neither the watch nor a bind"
+            " shows it bound within this many seconds, it is pending again. Keep it above"
+            " kube-scheduler's longest wait before binding (volume binding: bindTimeoutSeconds,"
+            " 600 s by default): a pod still waiting there must not lose its GPUs. A pod"
+            " kube-scheduler gives up on is filtered again, which replaces the assumption."
         ),
     )
 

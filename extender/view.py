@@ -3,10 +3,13 @@
 This is the seam between Kubernetes and placement.  The watch loop (or a test, or
 a static inventory) turns API objects into three kinds of events, ``Upserted``,
 ``Deleted`` and ``Replaced`` (a fresh list), and :meth:`ClusterView.apply` is the
-only way they change the view.  Our own binds are applied at once as *assumed*
-pods, like kube-scheduler's assume cache, so the next filter never sees GPUs that
-a bind in flight has taken; the watch later confirms them (no double count) or a
-failed bind forgets them.
+only way they change the view.  Our own placements are applied at once as
+*assumed* pods, like kube-scheduler's assume cache, so the next filter never sees
+GPUs that a binding in flight has taken: when filter passes a pod one node (which
+kube-scheduler then binds), tentatively, and when fairpack binds it, for good.  The
+watch later confirms them (no double count); a failed bind forgets its pod; a
+tentative assumption is replaced when the pod is filtered again, and lapses after a
+while (the pod is pending again if the watch has shown it, forgotten if not).
 
 The node set changes rarely: a node added, removed or resized marks the arrays
 stale, and the next read rebuilds them, copying the rows of unchanged nodes and
@@ -86,6 +89,8 @@ class _Entry:
     assumed_at_s: float | None = None
     tentative: bool = False
     """Assumed where filter passed it alone: kube-scheduler has not bound it yet."""
+    watched: bool = True
+    """The watch (or a list) has shown this pod; False for a pod known only from a request."""
     model: str = ""
     """GPU model of the node the pod was counted on (fair-share value weighting)."""
 
@@ -374,7 +379,8 @@ class ClusterView:
         assumption is replaced by the next one for the same pod.
 
         The caller has checked that the pod fits there (scoring.evaluate on the row);
-        a pod that does not fit raises ValueError and leaves the view unchanged.
+        a pod that does not fit raises ValueError and leaves the view unchanged, but for
+        the pod's own tentative assumption elsewhere, which is gone.
         """
         state = self.state
         row = state.row_of(node)
@@ -383,11 +389,14 @@ class ClusterView:
         team = self.team_of(info.namespace)
         request = self._resolve(info.request, team)
         previous = self._pods.get(info.uid)
-        if previous is not None:
-            if previous.node and not previous.tentative:
-                raise ValueError(f"pod {info.key} is already on node {previous.node}")
-            self._remove(previous)
+        if previous is not None and previous.node and not previous.tentative:
+            raise ValueError(f"pod {info.key} is already on node {previous.node}")
+        if previous is not None and previous.placed is not None:
+            self._remove(previous)  # assumed elsewhere by an earlier filter: replaced
         state.place(row, request, list(gpus))
+        watched = previous is not None and previous.watched
+        if previous is not None and previous.info.uid in self._pods:
+            self._remove(previous)
         now = self.clock()
         entry = _Entry(
             info=replace(info, node=node),
@@ -398,6 +407,7 @@ class ClusterView:
             placed=request,
             assumed_at_s=now,
             tentative=tentative,
+            watched=watched,
         )
         self._pods[info.uid] = entry
         self._by_node.setdefault(node, {})[info.uid] = None
@@ -407,12 +417,15 @@ class ClusterView:
             self._tentative[info.uid] = now
 
     def unassume(self, uid: str) -> None:
-        """Put a pod assumed at filter time back to pending (it is being scheduled again)."""
+        """Take back a filter-time assumption: the pod is pending again if the watch has
+        shown it, and forgotten if not (it may be gone: its deletion can reach the view
+        before a filter kube-scheduler had in flight)."""
         entry = self._pods.get(uid)
         self._tentative.pop(uid, None)
         if entry is not None and entry.tentative:
             self._remove(entry)
-            self._upsert_pod(replace(entry.info, node=""))
+            if entry.watched:
+                self._upsert_pod(replace(entry.info, node=""))
 
     def expire_tentative(self, ttl_s: float) -> int:
         """Put back to pending the pods assumed at filter time more than ``ttl_s`` ago
@@ -462,7 +475,9 @@ class ClusterView:
             self._place(entry)
             return
         if entry.assumed_at_s is not None:
+            entry.watched = True
             if not info.node:
+                entry.info = replace(info, node=entry.node)  # what unassume restores
                 return  # an event from before our binding; the assumption stands
             if info.node == entry.node:
                 entry.assumed_at_s = None  # the watch confirms our bind

@@ -421,3 +421,78 @@ def test_any_event_sequence_ends_equal_to_a_fresh_list(
     assert fresh.conflicts == 0
     assert snapshot(view) == snapshot(fresh)
     assert view.allocation().allocated == fresh.allocation().allocated
+
+
+# -- ... and so does one with filter-time assumptions, once they have lapsed --------------------
+
+assumptions = st.one_of(
+    st.builds(lambda e: ("event", e), events),
+    st.builds(
+        lambda uid, where, req: ("assume", uid, where, req),
+        st.sampled_from(["p0", "p1", "p2", "p5"]),  # p5: never shown by the watch
+        st.sampled_from(NODE_NAMES),
+        requests_,
+    ),
+    st.builds(lambda uid: ("unassume", uid), st.sampled_from(["p0", "p1", "p2", "p5"])),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(node_specs, max_size=3, unique_by=lambda s: s.name), st.lists(assumptions, max_size=25)
+)
+def test_lapsed_filter_assumptions_leave_the_view_equal_to_a_fresh_list(
+    initial: list[Any], sequence: list[Any]
+) -> None:
+    clock = FakeClock()
+    view = ClusterView(initial, clock=clock)
+    live_nodes = {spec.name: spec for spec in initial}
+    live_pods: dict[str, Any] = {}
+    for step in sequence:
+        clock.now_s += 1
+        if step[0] == "assume":
+            _, uid, where, req = step
+            state = view.state
+            row = state.row_of(where)
+            placement = view.lookup(uid)
+            if row is None or (placement is not None and placement.node):
+                continue  # filter passes known nodes only, and never a bound pod
+            if placement is not None:
+                req = placement.info.request  # the request the watch showed
+            slots = np.flatnonzero(state.free_milli[row] >= 1000)[: req.gpu_count].tolist()
+            fits = (
+                len(slots) == req.gpu_count
+                and state.cpu_free_milli[row] >= req.cpu_milli
+                and state.memory_free_mib[row] >= req.memory_mib
+            )
+            if fits:
+                view.assume(pod_info(uid, "", req), where, slots, tentative=True)
+            continue
+        if step[0] == "unassume":
+            view.unassume(step[1])
+            continue
+        event = step[1]
+        view.apply(event)
+        if event.kind == "node":
+            if isinstance(event, Deleted):
+                live_nodes.pop(event.key, None)
+            else:
+                live_nodes[event.record.name] = event.record
+        elif isinstance(event, Deleted) or event.record.terminal:
+            live_pods.pop(getattr(event, "key", None) or event.record.uid, None)
+        else:
+            live_pods[event.record.uid] = event.record
+    clock.now_s += 3600
+    view.expire_tentative(60.0)
+    if view.conflicts:
+        return
+    fresh = fresh_view(list(live_nodes.values()), list(live_pods.values()))
+    assert snapshot(view) == snapshot(fresh)
+    assert view.allocation().allocated == fresh.allocation().allocated
+    assert view.allocation().pending == fresh.allocation().pending
+    # Pending demand only: GPUs held keep the model of the node when the pod was placed.
+    ledger, fresh_ledger = view.fair_ledger(), fresh.fair_ledger()
+    assert ledger.pending == fresh_ledger.pending
+    assert ledger.smallest_pending == fresh_ledger.smallest_pending
+    assert view.pending_multi_gpu_pods() == fresh.pending_multi_gpu_pods()
+    assert view.assumed_count == 0
