@@ -393,31 +393,41 @@ events = st.one_of(
 )
 
 
+class Live:
+    """What the API server holds after the events so far: what a fresh list would return."""
+
+    def __init__(self, nodes: list[Any]) -> None:
+        self.nodes = {spec.name: spec for spec in nodes}
+        self.pods: dict[str, Any] = {}
+
+    def apply(self, event: Any) -> None:
+        if event.kind == "node":
+            if isinstance(event, Deleted):
+                self.nodes.pop(event.key, None)
+            else:
+                self.nodes[event.record.name] = event.record
+        elif isinstance(event, Deleted) or event.record.terminal:
+            self.pods.pop(getattr(event, "key", None) or event.record.uid, None)
+        else:
+            self.pods[event.record.uid] = event.record
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(node_specs, max_size=3, unique_by=lambda s: s.name), st.lists(events, max_size=25))
 def test_any_event_sequence_ends_equal_to_a_fresh_list(
     initial: list[Any], sequence: list[Any]
 ) -> None:
     view = ClusterView(initial)
-    live_nodes = {spec.name: spec for spec in initial}
-    live_pods: dict[str, Any] = {}
+    live = Live(initial)
     for index, event in enumerate(sequence):
         view.apply(event)
-        if event.kind == "node":
-            if isinstance(event, Deleted):
-                live_nodes.pop(event.key, None)
-            else:
-                live_nodes[event.record.name] = event.record
-        elif isinstance(event, Deleted) or event.record.terminal:
-            live_pods.pop(getattr(event, "key", None) or event.record.uid, None)
-        else:
-            live_pods[event.record.uid] = event.record
+        live.apply(event)
         if index % 3 == 0:
             view.state  # noqa: B018 - reading the state sometimes rebuilds mid-sequence
     # Over-committed nodes are clamped in arrival order; a fresh list may clamp others.
     if view.conflicts:
         return
-    fresh = fresh_view(list(live_nodes.values()), list(live_pods.values()))
+    fresh = fresh_view(list(live.nodes.values()), list(live.pods.values()))
     assert fresh.conflicts == 0
     assert snapshot(view) == snapshot(fresh)
     assert view.allocation().allocated == fresh.allocation().allocated
@@ -446,8 +456,7 @@ def test_lapsed_filter_assumptions_leave_the_view_equal_to_a_fresh_list(
 ) -> None:
     clock = FakeClock()
     view = ClusterView(initial, clock=clock)
-    live_nodes = {spec.name: spec for spec in initial}
-    live_pods: dict[str, Any] = {}
+    live = Live(initial)
     for step in sequence:
         clock.now_s += 1
         if step[0] == "assume":
@@ -473,20 +482,12 @@ def test_lapsed_filter_assumptions_leave_the_view_equal_to_a_fresh_list(
             continue
         event = step[1]
         view.apply(event)
-        if event.kind == "node":
-            if isinstance(event, Deleted):
-                live_nodes.pop(event.key, None)
-            else:
-                live_nodes[event.record.name] = event.record
-        elif isinstance(event, Deleted) or event.record.terminal:
-            live_pods.pop(getattr(event, "key", None) or event.record.uid, None)
-        else:
-            live_pods[event.record.uid] = event.record
+        live.apply(event)
     clock.now_s += 3600
     view.expire_tentative(60.0)
     if view.conflicts:
         return
-    fresh = fresh_view(list(live_nodes.values()), list(live_pods.values()))
+    fresh = fresh_view(list(live.nodes.values()), list(live.pods.values()))
     assert snapshot(view) == snapshot(fresh)
     assert view.allocation().allocated == fresh.allocation().allocated
     assert view.allocation().pending == fresh.allocation().pending
