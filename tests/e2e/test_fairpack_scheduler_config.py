@@ -64,6 +64,37 @@ def test_fairpack_filters_a_gpu_pod_and_counts_it_where_kube_scheduler_binds_it(
     assert row["free_gpus"] == 7
 
 
+def test_with_a_bind_verb_fairpack_binds_the_pod_it_counted(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The optional bindVerb (for filter_passes: feasible, see the shipped file): the real
+    kube-scheduler calls fairpack's bind, fairpack posts the binding, and the pod counted at
+    filter is counted once."""
+    stack = cluster.stack
+    node = f"{cluster.fleet}-a100"
+    cluster.create_nodes([gpu_node(node, A100_80GB, fleet=cluster.fleet)])
+    config = stack.scheduler_config()
+    (extender,) = config["extenders"]
+    extender["bindVerb"] = "bind"
+    bound = 'fairpack_binds_total{result="bound"}'
+    bound_before = stack.metrics().get(bound, 0.0)
+    stack.start_scheduler(config)
+    try:
+        cluster.create(namespace, gpu_pod("bound-by-fairpack", gpus=2, fleet=cluster.fleet))
+        assert cluster.wait_bound(namespace, "bound-by-fairpack") == node
+        explain = stack.explain(namespace, "bound-by-fairpack")
+        assert explain is not None and explain["bind"]["node"] == node
+        assert stack.metrics()[bound] == bound_before + 1
+        wait_for(
+            lambda: stack.debug_state()["assumed_pods"] == 0,
+            what="the watch to confirm fairpack's bind",
+        )
+        (row,) = [n for n in stack.debug_state()["nodes"] if n["name"] == node]
+        assert row["free_gpus"] == 6
+    finally:
+        stack.start_scheduler()  # the shipped configuration, for the other tests
+
+
 def test_finished_pods_free_their_gpus(cluster: Cluster, namespace: str) -> None:
     """A pod finishes by its phase (Succeeded) or by deletion with grace period 0; both
     free its GPUs in fairpack's view, and kube-scheduler places the next pod there."""
