@@ -647,10 +647,10 @@ class Extender:
         outcome = self._outcome(state, request, rows)
         mask = outcome.mask
         held_reasons = self._held_back(state, fair, request, rows, mask)
-        held = np.zeros(len(rows), dtype=bool)
+        eligible = mask
         if held_reasons:
-            held[list(held_reasons)] = True
-        eligible = mask & ~held if held_reasons else mask
+            eligible = mask.copy()
+            eligible[list(held_reasons)] = False
         best_only = self.config.current.filter_passes == "best"
         if best_only:
             # One node passes, the one prioritize would rank 10; the others go unlisted
