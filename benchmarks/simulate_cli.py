@@ -411,8 +411,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         policies = parse_policies(args.policy)
         seeds = parse_seeds(args.seeds)
-        if not args.tune > 0:
-            raise UsageError("--tune must be positive")
+        if not args.tune >= 1:
+            raise UsageError(
+                f"--tune must be at least 1 (got {args.tune}): the report measures the cluster"
+                " when the arrived GPU requests reach its capacity, which a smaller workload"
+                " never does"
+            )
         if args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
         document, results = report_for(

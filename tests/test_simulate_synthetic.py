@@ -196,8 +196,12 @@ def _run_cli(argv: list[str]) -> int:
             ],
             "interactive must be between 0 and 1",
         ),
+        (
+            ["--cluster", SMALL_FLEET, "--workload", "synthetic:mixed", "--tune", "0.6"],
+            "--tune must be at least 1 (got 0.6)",
+        ),
     ],
-    ids=["node-type", "workload", "interactive"],
+    ids=["node-type", "workload", "interactive", "tune-below-capacity"],
 )
 def test_cli_rejects_bad_specs_with_a_message(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
