@@ -18,6 +18,11 @@ gpu_memory_waste_pct
     counts as given its GPUs' whole memory, a GPU-sharing pod too (the synthetic
     workloads have none; the openb traces declare no minimum).  0 when no placed
     pod declares a minimum.
+waste_by_pod
+    Each such pod's waste in MiB by its index in the run's arrivals (not in the
+    JSON): the report sums it over the pods that every policy of the run placed,
+    the like-for-like comparison of where policies put the same pods
+    (``benchmarks.simulate_cli``).
 failed_pods_by_gpus
     Failed pods among those arrived by the snapshot, by size: ``"0"`` (CPU-only),
     ``"share"`` (a fraction of one GPU), and the whole-GPU count (``"1"``, ``"2"``,
@@ -27,7 +32,7 @@ failed_pods_by_gpus
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +54,7 @@ class RunMetrics:
     gpu_memory_waste_gib: float
     gpu_memory_waste_pct: float
     failed_pods_by_gpus: dict[str, int]
+    waste_by_pod: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -106,24 +112,35 @@ def stranded_gpus(state: ClusterState, shapes: Sequence[PodRequest]) -> int:
     return int((state.free_milli[rows] > 0).sum())
 
 
-def gpu_memory_given_mib(
+def gpu_memory_by_pod(
     state: ClusterState, placed: Iterable[tuple[int, PodRequest]]
-) -> tuple[int, int]:
-    """GPU memory given to placed pods that declare a minimum, and the part beyond it.
+) -> list[tuple[int, int] | None]:
+    """Per placed pod, the GPU memory it was given and the part beyond its minimum.
 
-    placed : (row, request) of every placed pod; pods without a minimum count 0,
-        as do nodes whose GPU memory is unknown (0).
-    Returns ``(given, waste)`` in MiB: per pod, its node's per-GPU memory times its
-    GPUs, and that less its minimum times its GPUs.
+    placed : (row, request) of every placed pod.
+    Returns, in that order, ``(given, waste)`` in MiB (its node's per-GPU memory
+    times its GPUs, and that less its minimum times its GPUs), or None for a pod
+    without a minimum or on a node whose GPU memory is unknown (0).
     """
-    given = waste = 0
     memory = state.gpu_memory_mib
+    out: list[tuple[int, int] | None] = []
     for row, request in placed:
         node_memory = int(memory[row])
         if request.min_gpu_memory_mib and node_memory:
-            given += node_memory * request.gpu_count
-            waste += (node_memory - request.min_gpu_memory_mib) * request.gpu_count
-    return given, waste
+            given = node_memory * request.gpu_count
+            out.append((given, given - request.min_gpu_memory_mib * request.gpu_count))
+        else:
+            out.append(None)
+    return out
+
+
+def gpu_memory_given_mib(
+    state: ClusterState, placed: Iterable[tuple[int, PodRequest]]
+) -> tuple[int, int]:
+    """GPU memory given to placed pods that declare a minimum, and the part beyond it
+    (:func:`gpu_memory_by_pod`, summed)."""
+    counted = [pair for pair in gpu_memory_by_pod(state, placed) if pair is not None]
+    return sum(given for given, _ in counted), sum(waste for _, waste in counted)
 
 
 def gpu_memory_waste_mib(state: ClusterState, placed: Iterable[tuple[int, PodRequest]]) -> int:
@@ -150,15 +167,24 @@ def measure(
     failed: Sequence[PodRequest],
     shapes: Sequence[PodRequest],
     arrived_pct: float,
+    indexes: Sequence[int] | None = None,
 ) -> RunMetrics:
-    """Every measure of one snapshot (``shapes`` from :func:`distinct_gpu_shapes`)."""
-    given, waste = gpu_memory_given_mib(state, placed)
+    """Every measure of one snapshot (``shapes`` from :func:`distinct_gpu_shapes`);
+    ``indexes`` are the placed pods' indexes in the arrivals (default: 0, 1, ...)."""
+    by_pod = gpu_memory_by_pod(state, placed)
+    indexes = range(len(placed)) if indexes is None else indexes
+    waste_by_pod = {
+        index: pair[1] for index, pair in zip(indexes, by_pod, strict=True) if pair is not None
+    }
+    given = sum(pair[0] for pair in by_pod if pair is not None)
+    waste = sum(waste_by_pod.values())
     return RunMetrics(
         arrived_pct=round(arrived_pct, 2),
         stranded_gpus=stranded_gpus(state, shapes),
         gpu_memory_waste_gib=round(waste / MIB_PER_GIB, 1),
         gpu_memory_waste_pct=round(100.0 * waste / given, 2) if given else 0.0,
         failed_pods_by_gpus=pods_by_gpus(failed),
+        waste_by_pod=waste_by_pod,
     )
 
 

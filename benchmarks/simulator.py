@@ -193,6 +193,7 @@ def simulate(
     snapshot_at = snapshot_index(arrived, capacity)
     snapshot = state
     placed_by_snapshot: list[tuple[int, PodRequest]] = []
+    placed_indexes: list[int] = []
     failed_by_snapshot: list[PodRequest] = []
     used_milli = 0
     failed_pods = failed_milli = 0
@@ -214,6 +215,7 @@ def simulate(
                 placed(state, request, choice)
             if i <= snapshot_at:
                 placed_by_snapshot.append((choice.row, request))
+                placed_indexes.append(i)
         used[i] = used_milli
         if i == snapshot_at:
             snapshot = state.copy()
@@ -235,6 +237,7 @@ def simulate(
             failed_by_snapshot,
             distinct_gpu_shapes(source.shapes()),
             arrived_pct,
+            placed_indexes,
         ),
         decision_s=decision_s,
     )
