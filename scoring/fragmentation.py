@@ -9,19 +9,29 @@ not use there:
 * otherwise, and always for a CPU-only shape: all of the node's free GPU milli.
 
 That is FGD's measure, and it asks only whether *one* more pod of the shape
-fits.  A node with four free GPUs and CPU left for one 1-GPU pod passes that
-test, yet three of its GPUs are as lost as dust.  With ``cpu_stranding`` (the
-fairpack policy's default) the fragment of a shape that fits also counts the
-GPU milli that copies of the shape could take but the node's CPU cannot feed:
+fits.  A GPU-sharing shape packs several copies onto one GPU, each with its own
+CPU: a node whose GPUs hold twelve 0.3-GPU shares but whose CPU feeds three
+passes that test, yet nine shares are as lost as dust.  With ``cpu_stranding``
+(the fairpack policy's default) the fragment of a sharing shape that fits also
+counts the GPU milli that copies of it could take but the node's CPU cannot
+feed:
 
-    copies_gpu = sum over GPUs of floor(free / milli)    (a sharing shape)
-               = floor(GPUs with all milli free / count)  (a whole-GPU shape)
+    copies_gpu = sum over GPUs of floor(free / milli)
     copies_cpu = floor(free CPU / the shape's CPU)
-    stranded   = max(0, copies_gpu - copies_cpu) x milli x count
+    stranded   = max(0, copies_gpu - copies_cpu) x milli
 
 A shape that fits has CPU for at least one copy, so stranded never exceeds
 the free milli less one copy's.  A placement that eats the CPU next to free
-GPUs then shows the GPUs it strands.
+GPU capacity then shows the shares it strands.
+
+Whole-GPU shapes keep FGD's measure.  A fully free GPU that the CPU cannot feed
+for a whole-GPU pod still takes sharing pods (whose stranding is counted above),
+so calling it lost counts it twice, and it steers placements: breaking such a
+GPU with a sharing pod then seems to *remove* fragment, which favours opening
+fresh GPUs (leaving slivers) over filling partly used ones, and CPU-heavy
+whole-GPU pods are drawn to the idle nodes richest in CPU, which the rare shapes
+needing that CPU cannot spare (measured on the Alibaba traces: every one of the
+16 did better without it).
 
 A node's fragment F is the popularity-weighted sum over shapes.  A placement is
 good when it makes F grow little (or shrink).
@@ -125,28 +135,27 @@ class ShapeTable:
         )
 
     @cached_property
-    def stranding_constants(self) -> tuple[BoolArray, IntArray, IntArray, IntArray, IntArray]:
-        """Per shape: whole-GPU?, GPU divisor, CPU divisor, CPU bonus, milli x count.
+    def stranding_constants(self) -> tuple[IntArray, IntArray, IntArray]:
+        """Per shape: CPU divisor, CPU bonus, milli per copy.
 
-        A shape without CPU gets divisor 1 and a bonus of 2**40 copies, far above
-        any GPU copies, so it is never short of CPU; computed once per table, not
-        per decision.
+        Only a GPU-sharing shape with CPU can strand GPUs (see the module
+        docstring); any other shape gets divisor 1 and a bonus of 2**40 copies, far
+        above any GPU copies, so it is never short of CPU (its GPU copies are 0
+        anyway: :func:`_copies_per_gpu`).  Computed once per table, not per decision.
         """
         cpu = self.cpu_milli
+        strands = (cpu > 0) & (self.milli_per_gpu > 0) & (self.milli_per_gpu < MILLI_PER_GPU)
         return (
-            self.milli_per_gpu >= MILLI_PER_GPU,
-            np.maximum(self.gpu_count, 1).astype(np.int64),
-            np.where(cpu > 0, cpu, 1),
-            np.where(cpu > 0, 0, 1 << 40),
+            np.where(strands, cpu, 1),
+            np.where(strands, 0, 1 << 40),
             self.milli_per_gpu * self.gpu_count,
         )
 
     @cached_property
-    def stranding_reciprocals(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        """:attr:`stranding_constants` in float64: 1 / both divisors, the bonus, milli x count."""
-        _, gpu_divisor, cpu_divisor, cpu_bonus, milli_total = self.stranding_constants
+    def stranding_reciprocals(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """:attr:`stranding_constants` in float64: 1 / the CPU divisor, the bonus, milli."""
+        cpu_divisor, cpu_bonus, milli_total = self.stranding_constants
         return (
-            1.0 / gpu_divisor,
             1.0 / cpu_divisor,
             cpu_bonus.astype(np.float64),
             milli_total.astype(np.float64),
@@ -195,24 +204,22 @@ def _floor_div(numerator: NDArray[np.integer], reciprocal: FloatArray) -> FloatA
 
 
 def _stranded(
-    shapes: ShapeTable, cpu_free_milli: IntArray, count_at_least: IntArray, share_copies: IntArray
+    shapes: ShapeTable, cpu_free_milli: IntArray, share_copies: IntArray
 ) -> IntArray | FloatArray:
-    """max(0, copies by GPUs - copies by CPU) x milli x count, per row and shape.
+    """max(0, shares the GPUs hold - copies the CPU feeds) x milli, per row and shape.
 
-    Whole numbers either way: in int64 below ``_FLOAT_DIVISION_FROM`` cells, in
-    float64 (exact) from there on.
+    0 for whole-GPU and CPU-only shapes.  Whole numbers either way: in int64
+    below ``_FLOAT_DIVISION_FROM`` cells, in float64 (exact) from there on.
     """
-    whole, gpu_divisor, cpu_divisor, cpu_bonus, milli_total = shapes.stranding_constants
-    if count_at_least.size < _FLOAT_DIVISION_FROM:
-        gpu_copies = np.where(whole, count_at_least // gpu_divisor, share_copies)
+    cpu_divisor, cpu_bonus, milli_total = shapes.stranding_constants
+    if share_copies.size < _FLOAT_DIVISION_FROM:
         cpu_copies = cpu_free_milli[:, None] // cpu_divisor + cpu_bonus
-        return np.maximum(gpu_copies - cpu_copies, 0) * milli_total  # type: ignore[no-any-return]
-    gpu_reciprocal, cpu_reciprocal, float_bonus, float_milli_total = shapes.stranding_reciprocals
-    by_gpus: FloatArray = np.where(whole, _floor_div(count_at_least, gpu_reciprocal), share_copies)
+        return np.maximum(share_copies - cpu_copies, 0) * milli_total
+    cpu_reciprocal, float_bonus, float_milli_total = shapes.stranding_reciprocals
     by_cpu = _floor_div(cpu_free_milli[:, None], cpu_reciprocal)
     by_cpu += float_bonus
-    by_gpus -= by_cpu
-    stranded = np.maximum(by_gpus, 0.0, out=by_gpus)
+    stranded: FloatArray = np.subtract(share_copies, by_cpu, out=by_cpu)
+    np.maximum(stranded, 0.0, out=stranded)
     stranded *= float_milli_total
     return stranded
 
@@ -299,7 +306,7 @@ def _fragment_by_shape(
     fits &= cpu_free_milli[:, None] >= shapes.cpu_milli
     if share_copies is None:
         return np.where(fits, sum_below, total_free[:, None])
-    stranded = _stranded(shapes, cpu_free_milli, count_at_least, share_copies)
+    stranded = _stranded(shapes, cpu_free_milli, share_copies)
     stranded += sum_below
     return np.where(fits, stranded, total_free[:, None])
 

@@ -40,8 +40,9 @@ class ShapeLearning(BaseModel):
     cpu_stranding: bool = Field(
         True,
         description=(
-            "Count as fragment the GPUs that copies of a shape could use but the node's free"
-            " CPU cannot feed (off: FGD's measure, which asks only whether one copy fits)."
+            "Count as fragment the GPU shares that copies of a GPU-sharing shape could use but"
+            " the node's free CPU cannot feed (off: FGD's measure, which asks only whether one"
+            " copy fits; whole-GPU shapes always keep it)."
         ),
     )
 

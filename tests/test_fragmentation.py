@@ -76,12 +76,10 @@ def reference_fragment(
             )
             below = sum(free for free in gpu_free_milli if free < milli)
             shape_fragment = below if fits else total_free
-            if fits and cpu_stranding and cpu:
-                # Place copies of the shape one by one until GPUs or CPU run out.
-                if milli < 1000:
-                    gpu_copies = sum(free // milli for free in gpu_free_milli)
-                else:
-                    gpu_copies = sum(free == 1000 for free in gpu_free_milli) // count
+            if fits and cpu_stranding and cpu and milli < 1000:
+                # A sharing shape: place copies one by one until GPU shares or CPU run out.
+                # (Whole-GPU shapes keep FGD's measure.)
+                gpu_copies = sum(free // milli for free in gpu_free_milli)
                 fed = min(gpu_copies, cpu_free_milli // cpu)
                 shape_fragment = below + (gpu_copies - fed) * milli * count
         fragment += weight * shape_fragment
@@ -184,12 +182,12 @@ def test_fragment_on_hand_computed_nodes(
     ("free", "cpu_free", "shape", "fgd", "stranding"),
     [
         # 4 idle GPUs, CPU for one 1-GPU pod of 8000: FGD sees it fit, nothing below -> 0;
-        #   copies: 4 by GPUs, 12000 // 8000 = 1 by CPU -> 3 GPUs stranded = 3000
-        ([1000] * 4, 12_000, (8_000, 1000, 1, (), 1.0), 0.0, 3000.0),
+        #   a whole-GPU shape keeps FGD's measure (sharing pods may still use those GPUs)
+        ([1000] * 4, 12_000, (8_000, 1000, 1, (), 1.0), 0.0, 0.0),
         # the same node with CPU for all four: 32000 // 8000 = 4 -> nothing stranded
         ([1000] * 4, 32_000, (8_000, 1000, 1, (), 1.0), 0.0, 0.0),
-        # pairs: 4 idle GPUs hold 2 pairs, CPU feeds 1 -> 1 pair = 2000 stranded
-        ([1000] * 4, 20_000, (16_000, 1000, 2, (), 1.0), 0.0, 2000.0),
+        # pairs: 4 idle GPUs hold 2 pairs, CPU feeds 1 -> still FGD's 0 (whole GPUs)
+        ([1000] * 4, 20_000, (16_000, 1000, 2, (), 1.0), 0.0, 0.0),
         # sharing 300: [1000, 700, 200] holds 3 + 2 = 5 copies, CPU feeds 2 -> 3 x 300 = 900,
         #   plus 200 below 300 (FGD's part) = 1100
         ([1000, 700, 200], 4_000, (2_000, 300, 1, (), 1.0), 200.0, 1100.0),

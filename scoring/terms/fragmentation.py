@@ -4,8 +4,8 @@
     score  = 1 / (1 + exp(growth / 1000))
 
 F is FGD's fragment against the learned shape mix, plus (the policy's
-``shapes.cpu_stranding``, on by default) the GPUs that the node's free CPU could
-no longer feed; shapes carry their minimum GPU memory.
+``shapes.cpu_stranding``, on by default) the GPU shares of sharing shapes that the
+node's free CPU could no longer feed; shapes carry their minimum GPU memory.
 
 A growth of 0 scores 0.5; stranding one whole GPU more for the typical shape
 scores 0.27; freeing fragment (a placement into a hole) scores above 0.5.  The
