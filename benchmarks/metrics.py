@@ -18,11 +18,12 @@ gpu_memory_waste_pct
     counts as given its GPUs' whole memory, a GPU-sharing pod too (the synthetic
     workloads have none; the openb traces declare no minimum).  0 when no placed
     pod declares a minimum.
-waste_by_pod
-    Each such pod's waste in MiB by its index in the run's arrivals (not in the
-    JSON): the report sums it over the pods that every policy of the run placed,
-    the like-for-like comparison of where policies put the same pods
-    (``benchmarks.simulate_cli``).
+gpu_memory_waste_half_load_gib
+    The same waste over the pods placed by the time the arrived GPU request
+    reached half the capacity.  At arrived = 100% the cluster is full and the
+    waste is mostly fixed by which pods were placed; at half load every node is
+    still open to choice, and the GiB compare where each policy put the same
+    pods (``failed_pods_at_half_load`` says whether any had failed by then).
 failed_pods_by_gpus
     Failed pods among those arrived by the snapshot, by size: ``"0"`` (CPU-only),
     ``"share"`` (a fraction of one GPU), and the whole-GPU count (``"1"``, ``"2"``,
@@ -32,7 +33,7 @@ failed_pods_by_gpus
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,7 +55,8 @@ class RunMetrics:
     gpu_memory_waste_gib: float
     gpu_memory_waste_pct: float
     failed_pods_by_gpus: dict[str, int]
-    waste_by_pod: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+    gpu_memory_waste_half_load_gib: float = 0.0
+    failed_pods_at_half_load: int = 0
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -62,6 +64,8 @@ class RunMetrics:
             "stranded_gpus": self.stranded_gpus,
             "gpu_memory_waste_gib": self.gpu_memory_waste_gib,
             "gpu_memory_waste_pct": self.gpu_memory_waste_pct,
+            "gpu_memory_waste_half_load_gib": self.gpu_memory_waste_half_load_gib,
+            "failed_pods_at_half_load": self.failed_pods_at_half_load,
             "failed_pods_by_gpus": dict(self.failed_pods_by_gpus),
         }
 
@@ -167,24 +171,27 @@ def measure(
     failed: Sequence[PodRequest],
     shapes: Sequence[PodRequest],
     arrived_pct: float,
-    indexes: Sequence[int] | None = None,
+    placed_at_half_load: int | None = None,
+    failed_at_half_load: int = 0,
 ) -> RunMetrics:
-    """Every measure of one snapshot (``shapes`` from :func:`distinct_gpu_shapes`);
-    ``indexes`` are the placed pods' indexes in the arrivals (default: 0, 1, ...)."""
+    """Every measure of one snapshot (``shapes`` from :func:`distinct_gpu_shapes`).
+
+    The first ``placed_at_half_load`` of ``placed`` (in arrival order; default all)
+    had been placed at half load, when ``failed_at_half_load`` pods had failed.
+    """
     by_pod = gpu_memory_by_pod(state, placed)
-    indexes = range(len(placed)) if indexes is None else indexes
-    waste_by_pod = {
-        index: pair[1] for index, pair in zip(indexes, by_pod, strict=True) if pair is not None
-    }
+    half = len(placed) if placed_at_half_load is None else placed_at_half_load
     given = sum(pair[0] for pair in by_pod if pair is not None)
-    waste = sum(waste_by_pod.values())
+    waste = sum(pair[1] for pair in by_pod if pair is not None)
+    waste_half = sum(pair[1] for pair in by_pod[:half] if pair is not None)
     return RunMetrics(
         arrived_pct=round(arrived_pct, 2),
         stranded_gpus=stranded_gpus(state, shapes),
         gpu_memory_waste_gib=round(waste / MIB_PER_GIB, 1),
         gpu_memory_waste_pct=round(100.0 * waste / given, 2) if given else 0.0,
         failed_pods_by_gpus=pods_by_gpus(failed),
-        waste_by_pod=waste_by_pod,
+        gpu_memory_waste_half_load_gib=round(waste_half / MIB_PER_GIB, 1),
+        failed_pods_at_half_load=failed_at_half_load,
     )
 
 

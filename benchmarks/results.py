@@ -108,7 +108,7 @@ def quality_section(title: str, document: dict[str, Any], note: str = "") -> lis
         + (f"; {note}" if note else ""),
         "",
         "| policy | unallocated GPU % at 100% | stranded GPUs | GPU memory waste (GiB)"
-        " | waste % of given | waste on the same pods (GiB) | failed pods by GPUs at 100%"
+        " | waste % of given | waste at half load (GiB) | failed pods by GPUs at 100%"
         " | decision p50 / p99 (ms) | s/seed |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
@@ -117,11 +117,17 @@ def quality_section(title: str, document: dict[str, Any], note: str = "") -> lis
             f"| {policy} | {_cell(entry)} | {entry['stranded_gpus_mean']:.1f}"
             f" | {entry['gpu_memory_waste_gib_mean']:.0f}"
             f" | {entry['gpu_memory_waste_pct_mean']:.2f}"
-            f" | {entry['gpu_memory_waste_common_gib_mean']:.0f} | {_failed_by_size(entry)}"
+            f" | {_half_load_cell(entry)} | {_failed_by_size(entry)}"
             f" | {entry['decision_ms_p50']:.2f} / {entry['decision_ms_p99']:.2f}"
             f" | {entry['seconds_per_seed_mean']:.2f} |"
         )
     return [*lines, ""]
+
+
+def _half_load_cell(entry: dict[str, Any]) -> str:
+    cell = f"{entry['gpu_memory_waste_half_load_gib_mean']:.0f}"
+    failed = entry["failed_pods_at_half_load_mean"]
+    return cell if not failed else f"{cell} ({failed:g} failed)"
 
 
 def gap_closed(fgd: float, fairpack: float, floor: float) -> float | None:
@@ -300,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             "synthetic arrivals are drawn from the workload's shape table. GPU memory waste: per",
             "placed pod with a declared minimum, (GPU memory - minimum) x GPUs, at arrived = 100%;",
             "`waste %` divides it by the GPU memory those pods were given (the GiB alone favour a",
-            "policy that fails large pods: what is not placed wastes nothing); `waste on the same",
-            "pods` sums it over the pods that every policy placed on that seed, so it differs only",
-            "by where each policy put them.",
+            "policy that fails large pods: what is not placed wastes nothing). At arrived = 100%",
+            "the cluster is full and its waste is mostly fixed by which pods were placed; `waste at",
+            "half load` is that of the pods placed when the arrived request reached half the",
+            "capacity, where every policy has placed the same pods (failures by then are noted).",
             "Decision times are `policy.select` alone, in this process (no HTTP).",
             "",
             *extra,

@@ -193,7 +193,8 @@ def simulate(
     snapshot_at = snapshot_index(arrived, capacity)
     snapshot = state
     placed_by_snapshot: list[tuple[int, PodRequest]] = []
-    placed_indexes: list[int] = []
+    half_load_at = snapshot_index(arrived, capacity // 2)
+    placed_at_half_load = failed_at_half_load = 0
     failed_by_snapshot: list[PodRequest] = []
     used_milli = 0
     failed_pods = failed_milli = 0
@@ -208,6 +209,7 @@ def simulate(
             failed_milli += request.gpu_milli
             if i <= snapshot_at:
                 failed_by_snapshot.append(request)
+            failed_at_half_load += i <= half_load_at
         else:
             state.place(choice.row, request, choice.gpus)
             used_milli += request.gpu_milli
@@ -215,7 +217,7 @@ def simulate(
                 placed(state, request, choice)
             if i <= snapshot_at:
                 placed_by_snapshot.append((choice.row, request))
-                placed_indexes.append(i)
+                placed_at_half_load += i <= half_load_at
         used[i] = used_milli
         if i == snapshot_at:
             snapshot = state.copy()
@@ -237,7 +239,8 @@ def simulate(
             failed_by_snapshot,
             distinct_gpu_shapes(source.shapes()),
             arrived_pct,
-            placed_indexes,
+            placed_at_half_load,
+            failed_at_half_load,
         ),
         decision_s=decision_s,
     )

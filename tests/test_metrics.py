@@ -119,6 +119,19 @@ def test_gpu_memory_waste(gpu_memory_mib: int, placed: list[PodRequest], waste_m
     assert gpu_memory_waste_mib(state, [(0, request) for request in placed]) == waste_mib
 
 
+def test_half_load_waste_counts_the_pods_placed_by_then() -> None:
+    state = state_of(node(gpus=8, gpu_memory_mib=80 * GIB))
+    placed = [
+        (0, whole(1, min_gpu_memory_mib=20 * GIB)),  # 60 GiB
+        (0, whole(4)),  # no minimum: 0
+        (0, whole(2, min_gpu_memory_mib=70 * GIB)),  # 20 GiB, after half load
+    ]
+    metrics = measure(state, placed, [whole(8)], [], 100.0, placed_at_half_load=2)
+    assert metrics.gpu_memory_waste_gib == 80.0
+    assert metrics.gpu_memory_waste_half_load_gib == 60.0
+    assert measure(state, placed, [], [], 100.0).gpu_memory_waste_half_load_gib == 80.0
+
+
 def test_pods_by_gpus_always_has_the_standard_sizes() -> None:
     failed = [sharing(500), sharing(100), whole(1), whole(8), cpu_only(1_000), whole(3)]
     assert pods_by_gpus(failed) == {"0": 1, "1": 1, "2": 0, "4": 0, "8": 1, "share": 2, "3": 1}
@@ -151,6 +164,8 @@ def test_measure_combines_the_parts() -> None:
         "stranded_gpus",
         "gpu_memory_waste_gib",
         "gpu_memory_waste_pct",
+        "gpu_memory_waste_half_load_gib",
+        "failed_pods_at_half_load",
         "failed_pods_by_gpus",
     }
 

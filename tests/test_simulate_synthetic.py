@@ -10,10 +10,9 @@ import pytest
 from builders import cpu_only, node, sharing, state_of, whole
 
 from benchmarks import simulate_cli
-from benchmarks.metrics import RunMetrics
 from benchmarks.policies import POLICIES, PolicyContext, make_policy
 from benchmarks.policies.fgd import NO_MODEL, gpu_memory_by_model, typical_shapes
-from benchmarks.simulator import RunResult, simulate, snapshot_index, whole_gpus, workload_rng
+from benchmarks.simulator import simulate, snapshot_index, whole_gpus, workload_rng
 from benchmarks.synthetic import (
     A100_40,
     L4,
@@ -231,29 +230,6 @@ def test_load_workload_whole_suffix() -> None:
     assert flagged_name == name and list(flagged.shapes()) == list(source.shapes())
 
 
-def _run_with_waste(policy: str, seed: int, waste_by_pod: dict[int, int]) -> RunResult:
-    metrics = RunMetrics(100.0, 0, 0.0, 0.0, {}, waste_by_pod=waste_by_pod)
-    return RunResult(policy, seed, {100: 100.0}, 0, 0, 0, 0.0, metrics)
-
-
-def test_common_waste_counts_only_the_pods_every_policy_placed_on_that_seed() -> None:
-    gib = 1024
-    results = [
-        # Seed 42: pod 0 only the first placed, pod 3 only the second.
-        _run_with_waste("a", 42, {0: 100 * gib, 1: 1 * gib, 2: 2 * gib}),
-        _run_with_waste("b", 42, {1: 3 * gib, 2: 4 * gib, 3: 100 * gib}),
-        # Seed 43 is compared on its own.
-        _run_with_waste("a", 43, {0: 5 * gib}),
-        _run_with_waste("b", 43, {0: 6 * gib}),
-    ]
-    assert simulate_cli.common_waste_gib(results) == {
-        ("a", 42): 3.0,
-        ("b", 42): 7.0,
-        ("a", 43): 5.0,
-        ("b", 43): 6.0,
-    }
-
-
 def test_report_for_a_synthetic_run_has_the_new_summary_keys() -> None:
     document, results = simulate_cli.report_for(
         SMALL_FLEET,
@@ -271,7 +247,8 @@ def test_report_for_a_synthetic_run_has_the_new_summary_keys() -> None:
             "stranded_gpus_mean",
             "gpu_memory_waste_gib_mean",
             "gpu_memory_waste_pct_mean",
-            "gpu_memory_waste_common_gib_mean",
+            "gpu_memory_waste_half_load_gib_mean",
+            "failed_pods_at_half_load_mean",
             "decision_ms_p50",
             "decision_ms_p99",
         ):
