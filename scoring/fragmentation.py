@@ -148,17 +148,17 @@ class ShapeTable:
         return (
             np.where(strands, cpu, 1),
             np.where(strands, 0, 1 << 40),
-            self.milli_per_gpu * self.gpu_count,
+            self.milli_per_gpu,
         )
 
     @cached_property
     def stranding_reciprocals(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """:attr:`stranding_constants` in float64: 1 / the CPU divisor, the bonus, milli."""
-        cpu_divisor, cpu_bonus, milli_total = self.stranding_constants
+        cpu_divisor, cpu_bonus, milli = self.stranding_constants
         return (
             1.0 / cpu_divisor,
             cpu_bonus.astype(np.float64),
-            milli_total.astype(np.float64),
+            milli.astype(np.float64),
         )
 
     def model_ok(self, state: ClusterState) -> BoolArray:
@@ -211,16 +211,16 @@ def _stranded(
     0 for whole-GPU and CPU-only shapes.  Whole numbers either way: in int64
     below ``_FLOAT_DIVISION_FROM`` cells, in float64 (exact) from there on.
     """
-    cpu_divisor, cpu_bonus, milli_total = shapes.stranding_constants
+    cpu_divisor, cpu_bonus, milli = shapes.stranding_constants
     if share_copies.size < _FLOAT_DIVISION_FROM:
         cpu_copies = cpu_free_milli[:, None] // cpu_divisor + cpu_bonus
-        return np.maximum(share_copies - cpu_copies, 0) * milli_total
-    cpu_reciprocal, float_bonus, float_milli_total = shapes.stranding_reciprocals
+        return np.maximum(share_copies - cpu_copies, 0) * milli
+    cpu_reciprocal, float_bonus, float_milli = shapes.stranding_reciprocals
     by_cpu = _floor_div(cpu_free_milli[:, None], cpu_reciprocal)
     by_cpu += float_bonus
     stranded: FloatArray = np.subtract(share_copies, by_cpu, out=by_cpu)
     np.maximum(stranded, 0.0, out=stranded)
-    stranded *= float_milli_total
+    stranded *= float_milli
     return stranded
 
 
