@@ -143,8 +143,12 @@ class Outcome:
             return feasible, np.zeros(0), None
         score = by_representative[self.group[feasible]]
         near = np.flatnonzero(score >= score.max() - evaluation.tie_tolerance - 1e-12)
-        tie_break = evaluation.state.tie_break[self.rows[feasible[near]]]
-        return feasible, score, int(near[np.argmin(tie_break)])
+        rows = self.rows[feasible[near]]
+        return (
+            feasible,
+            score,
+            int(near[evaluation.break_tie(rows, evaluation.state.tie_break[rows])]),
+        )
 
     def priorities(self) -> IntArray:
         """0..10 per requested row: infeasible rows 0, the best alone on top.
