@@ -153,8 +153,8 @@ class Outcome:
     def priorities(self) -> IntArray:
         """0..10 per requested row: infeasible rows 0, the best alone on top.
 
-        Members of a group share their representative's score; the stable node
-        order picks the winner among every near-best member, as
+        Members of a group share their representative's score;
+        ``Evaluation.break_tie`` picks the winner among every near-best member, as
         ``Evaluation.best`` does over the representatives in the simulator.
         """
         feasible, score, best = self._scores(None)
