@@ -55,6 +55,7 @@ from scoring.feasibility import CheckKind, check_feasibility
 from scoring.fragmentation import FloatArray
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
+from scoring.placement import MAX_EXTENDER_PRIORITY
 from scoring.policy import StarvationConfig
 from scoring.starvation import is_starving, kept_off, reserved_rows
 from scoring.state import BoolArray, IntArray
@@ -199,6 +200,8 @@ class _FilterMemo:
     passed_names: list[str]
     passed_versions: IntArray
     over_share: frozenset[str]
+    priorities: IntArray | None = None
+    """The answer for ``passed_rows`` when filter already knows it (None: from ``outcome``)."""
 
 
 @dataclass(frozen=True)
@@ -685,6 +688,24 @@ class Extender:
             self._holds.pop(key.uid, None)
         if len(passed) == 1 and request.gpu_count:
             self._assume_at_filter(state, key, request, int(rows[passing[0]]))
+        if best_only and passed and not held_reasons and self.shortcuts:
+            # The one node passed is the one prioritize ranks 10 (kube-scheduler skips
+            # prioritize for a single feasible node; a caller that asks anyway gets the
+            # filter's answer, not the pod weighed against its own assumption there).
+            passed_rows = rows[passing]
+            self._memo = _FilterMemo(
+                key.uid,
+                request,
+                state,
+                self.config.current.policy,
+                self.fragments.aggregates,
+                outcome,
+                passed_rows,
+                passed,
+                state.row_version[passed_rows],
+                state.over_share_teams,
+                np.full(1, MAX_EXTENDER_PRIORITY, dtype=np.int64),
+            )
         unknown = (
             [name for name in names if state.row_of(name) is None]
             if len(known) != len(names)
@@ -905,7 +926,10 @@ class Extender:
         key, request = self._pod(args.pod)
         names = self._node_names(args)
         state = self.view.state
-        self._fair(state, key, request)
+        if self.config.current.policy.weights.get("reclaim_cost", 0.0) > 0:
+            # The only score term that reads the over-share teams; the shares gate
+            # nodes at filter alone.
+            self._fair(state, key, request)
         memo = self._memo
         if (
             memo is not None
@@ -920,7 +944,9 @@ class Extender:
         ):
             rows, known = memo.passed_rows, names
             outcome = memo.outcome
-            priorities = outcome.priorities()[outcome.mask]
+            priorities = (
+                outcome.priorities()[outcome.mask] if memo.priorities is None else memo.priorities
+            )
             feasible_nodes = len(priorities)
             self.metrics.prioritize_reused.inc()
         else:

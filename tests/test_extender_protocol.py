@@ -567,3 +567,30 @@ async def test_the_filters_evaluation_is_reused_only_while_its_nodes_stand_still
     assert fast_scores == plain_scores
     counter = "fairpack_prioritize_reused_total"
     assert fast.metrics.registry.get_sample_value(counter) == reused
+
+
+@pytest.mark.parametrize(("between", "reused"), [("nothing", 1.0), ("a-pod-lands-there", 0.0)])
+async def test_prioritize_of_the_node_filter_passed_alone_is_the_filters_answer(
+    between: str, reused: float
+) -> None:
+    """kube-scheduler does not score a single feasible node; a caller that does gets 10
+    for it while it stands still (the view counts the pod there since the filter)."""
+    from extender_builders import pod_info
+
+    from extender import Upserted
+
+    extender = service(twelve_nodes())
+    names = busy_cluster(extender)
+    p = pod("probe", request(gpus=4))
+    async with serve(extender) as client:
+        _, filtered = await post(client, "filter", filter_body(p, names))
+        [passed] = filtered["NodeNames"]
+        if between == "a-pod-lands-there":
+            other = pod_info("other", passed, request(gpus=1, cpu_milli=1000))
+            extender.view.apply(Upserted("pod", other))
+        status, scores = await post(client, "prioritize", filter_body(p, [passed]))
+    assert status == 200 and [s["Host"] for s in scores] == [passed]
+    if between == "nothing":
+        assert scores[0]["Score"] == 10
+    counter = "fairpack_prioritize_reused_total"
+    assert extender.metrics.registry.get_sample_value(counter) == reused
