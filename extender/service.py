@@ -180,6 +180,56 @@ class _KnownNodes:
 
 
 @dataclass(frozen=True)
+class _TopNodes:
+    """The node an evaluation ranks first and the next best (one per group of identical
+    nodes), with every score term; picked at the decision, made readable only when
+    ``/debug/explain`` asks, and small: a record outlives its evaluation's arrays."""
+
+    names: tuple[str, ...]
+    score: FloatArray
+    span: tuple[float, float]
+    terms: dict[str, FloatArray]
+    free_milli: IntArray
+    request: PodRequest
+
+    @classmethod
+    def of(cls, state: ClusterState, evaluation: Evaluation) -> _TopNodes:
+        score = evaluation.score
+        best = evaluation.best()
+        if best is None:
+            top = np.zeros(0, dtype=np.int64)
+        else:
+            count = min(EXPLAIN_TOP_NODES, len(score))
+            others = np.argpartition(-score, count - 1)[:count]
+            others = others[others != best]
+            others = others[np.argsort(-score[others], kind="stable")][: count - 1]
+            top = np.concatenate(([best], others))
+        rows = evaluation.rows[top]
+        return cls(
+            tuple(state.names[row] for row in rows.tolist()),
+            score[top],
+            (float(score.max()), float(score.min())) if len(score) else (0.0, 0.0),
+            {name: values[top] for name, values in evaluation.terms.items()},
+            state.free_milli[rows],
+            evaluation.request,
+        )
+
+    def render(self) -> list[dict[str, Any]]:
+        priorities = extender_priorities(self.score, 0 if self.names else None, self.span)
+        gpus = choose_gpus(self.free_milli, self.request).tolist()
+        return [
+            {
+                "node": name,
+                "score": round(float(self.score[i]), 6),
+                "priority": int(priorities[i]),
+                "gpus": gpus[i],
+                "terms": {term: round(float(v[i]), 6) for term, v in self.terms.items()},
+            }
+            for i, name in enumerate(self.names)
+        ]
+
+
+@dataclass(frozen=True)
 class _FilterMemo:
     """The last filter's evaluation, valid for the prioritize of the same cycle.
 
@@ -686,6 +736,7 @@ class Extender:
             )
         if passed and self._holds:
             self._holds.pop(key.uid, None)
+        top = _TopNodes.of(state, outcome.evaluation)  # before the pod counts anywhere
         if len(passed) == 1 and request.gpu_count:
             self._assume_at_filter(state, key, request, int(rows[passing[0]]))
         if best_only and passed and not held_reasons and self.shortcuts:
@@ -731,6 +782,7 @@ class Extender:
                 "outranked": int(np.count_nonzero(eligible)) - len(passed) if best_only else 0,
                 "rejected": rejected_counts,
                 "unknown_nodes": len(names) - len(known),
+                "top": top,
             }
         )
         result: dict[str, Any] = {
@@ -954,39 +1006,17 @@ class Extender:
             outcome = self._outcome(state, request, rows)
             priorities = outcome.priorities()
             feasible_nodes = int(np.count_nonzero(outcome.mask))
-        self._explain(key, request)["prioritize"] = self._top_nodes(state, outcome, feasible_nodes)
+        self._explain(key, request)["prioritize"] = {
+            "at_s": time.time(),
+            "feasible": feasible_nodes,
+            "top": _TopNodes.of(state, outcome.evaluation),
+        }
         if len(known) == len(names):
             return self._priority_encoder.encode(state.names, rows, priorities)
         by_name = dict(zip(known, priorities.tolist(), strict=True))
         return HostPriorityEncoder.encode_names(
             names, [by_name.get(host, NEUTRAL_PRIORITY) for host in names]
         )
-
-    @staticmethod
-    def _top_nodes(state: ClusterState, outcome: Outcome, feasible_nodes: int) -> dict[str, Any]:
-        """The best nodes (one per group of identical nodes) with every score term."""
-        evaluation = outcome.evaluation
-        score = evaluation.score
-        priorities = evaluation.priorities()
-        count = min(EXPLAIN_TOP_NODES, len(score))
-        top = np.argpartition(-score, count - 1)[:count] if count < len(score) else np.arange(count)
-        top = top[np.argsort(-score[top], kind="stable")]
-        rows = evaluation.rows[top]
-        gpus = choose_gpus(state.free_milli[rows], evaluation.request).tolist()
-        return {
-            "at_s": time.time(),
-            "feasible": feasible_nodes,
-            "top": [
-                {
-                    "node": state.names[row],
-                    "score": round(float(score[i]), 6),
-                    "priority": int(priorities[i]),
-                    "gpus": slots,
-                    "terms": {name: round(float(v[i]), 6) for name, v in evaluation.terms.items()},
-                }
-                for i, row, slots in zip(top.tolist(), rows.tolist(), gpus, strict=True)
-            ],
-        }
 
     # -- preempt ---------------------------------------------------------------------------------
 
@@ -1215,7 +1245,14 @@ class Extender:
     def explain(self, pod: str) -> dict[str, Any] | None:
         """The last decision for ``namespace/name``."""
         record: dict[str, Any] | None = self._explained.get(pod)
-        return record
+        if record is None:
+            return None
+        return {
+            key: {**value, "top": value["top"].render()}
+            if isinstance(value, dict) and isinstance(value.get("top"), _TopNodes)
+            else value
+            for key, value in record.items()
+        }
 
     def debug_state(self) -> dict[str, Any]:
         view = self.view

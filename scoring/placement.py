@@ -111,17 +111,20 @@ def evaluate(
     )
 
 
-def extender_priorities(score: FloatArray, best: int | None = None) -> IntArray:
+def extender_priorities(
+    score: FloatArray, best: int | None = None, span: tuple[float, float] | None = None
+) -> IntArray:
     """Map scores in [0, 1] to the extender's integers 0..10, the best strictly on top.
 
     ``best`` (an index into ``score``) alone gets 10; without it, every node at
     the highest score does.  The rest are spread over 0..9 by their distance
     from the worst (the worst gets 0), so rounding never lifts a runner-up level
-    with the winner.
+    with the winner.  ``span``: the (highest, lowest) score of all the nodes when
+    ``score`` holds only some of them.
     """
     if len(score) == 0:
         return np.zeros(0, dtype=np.int64)
-    high, low = float(score.max()), float(score.min())
+    high, low = (float(score.max()), float(score.min())) if span is None else span
     if best is None:
         top = score >= high - 1e-12
     else:

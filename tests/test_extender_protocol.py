@@ -425,7 +425,7 @@ async def test_debug_state_and_explain() -> None:
     extender = service(cluster())
     async with serve(extender) as client:
         p = pod("explained", request(gpus=4))
-        await post(client, "filter", filter_body(p, NAMES))
+        _, filtered = await post(client, "filter", filter_body(p, NAMES))
         await post(client, "prioritize", filter_body(p, ["a100-0", "l4-0"]))
         await post(client, "bind", bind_body(p, "l4-0"))
         state = orjson.loads(await (await client.get("/debug/state")).read())
@@ -436,6 +436,12 @@ async def test_debug_state_and_explain() -> None:
     assert state["models"]["L4"] == {"gpus": 8, "free_gpus": 4.0}
     assert state["teams"]["team-a"]["allocated_gpus"] == {"batch": 4.0}
     assert (decision["filter"]["passed"], decision["filter"]["outranked"]) == (1, 3)
+    # The filter's own ranking (kube-scheduler calls no prioritize by default), with the
+    # GPUs the pod would take: those free before the filter counted it there.
+    chosen, *runners_up = decision["filter"]["top"]
+    assert [chosen["node"]] == filtered["NodeNames"]
+    assert (chosen["priority"], chosen["gpus"]) == (10, [0, 1, 2, 3])
+    assert runners_up and all(r["priority"] < 10 for r in runners_up)
     top = decision["prioritize"]["top"][0]
     assert top["node"] == "l4-0" and top["priority"] == 10
     assert set(top["terms"]) == set(extender.config.current.policy.weights)
