@@ -55,6 +55,7 @@ from scoring.feasibility import CheckKind, check_feasibility
 from scoring.fragmentation import FloatArray
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
+from scoring.incremental import IncrementalEvaluator
 from scoring.placement import MAX_EXTENDER_PRIORITY
 from scoring.policy import StarvationConfig
 from scoring.starvation import is_starving, kept_off, reserved_rows
@@ -402,6 +403,9 @@ class Extender:
         self.shortcuts = shortcuts
         """Group identical nodes and reuse the filter's evaluation (exact; off for tests)."""
         self._groups = NodeGroups()
+        self._incremental = IncrementalEvaluator()
+        """Nodes mostly in states of their own: the request's list evaluated once, then
+        only where rows changed."""
         self._known_nodes: dict[str, _KnownNodes] = {}
         self._priority_encoder = HostPriorityEncoder()
         self._memo: _FilterMemo | None = None
@@ -658,7 +662,14 @@ class Extender:
         if grouping and self._group_share > _GROUPING_PAYS_BELOW:
             grouping = self._decisions % _REGROUP_CHECK_EVERY == 0
         if not grouping:
-            return Outcome(self._evaluate(state, request, rows), np.arange(len(rows)), rows)
+            evaluation = (
+                self._incremental.evaluate(
+                    state, request, rows, self.config.current.policy, self.fragments.aggregates
+                )
+                if self.shortcuts
+                else self._evaluate(state, request, rows)
+            )
+            return Outcome(evaluation, np.arange(len(rows)), rows)
         groups = self._groups
         if len(groups.group) and int(groups.group.max()) > _REGROUP_AFTER * max(state.n_nodes, 1):
             # The group ids of states long gone pile up; start afresh now and then.

@@ -600,3 +600,33 @@ async def test_prioritize_of_the_node_filter_passed_alone_is_the_filters_answer(
         assert scores[0]["Score"] == 10
     counter = "fairpack_prioritize_reused_total"
     assert extender.metrics.registry.get_sample_value(counter) == reused
+
+
+@pytest.mark.parametrize("filter_passes", ["best", "feasible"])
+async def test_a_run_of_pods_over_distinct_nodes_is_answered_as_a_plain_evaluation(
+    filter_passes: str,
+) -> None:
+    """Nodes each in a state of their own: the service evaluates the request's node list
+    once and then only the rows that changed (scoring.incremental); pod after pod, its
+    answers are those of a service that evaluates everything every time."""
+    from extender import ClusterView, Extender
+
+    def distinct() -> list[Any]:
+        return [node(f"n-{i:02d}", cpu_milli=48_000 + 1_000 * i) for i in range(16)]
+
+    config = LiveConfig(FairpackConfig(filter_passes=filter_passes))
+    fast = service(distinct(), config=config)
+    plain = Extender(ClusterView(distinct()), config, shortcuts=False)
+    names = [f"n-{i:02d}" for i in range(16)]
+    async with serve(fast) as fast_client, serve(plain) as plain_client:
+        for i in range(24):
+            p = pod(f"p-{i}", request(gpus=[1, 2, 1, 4][i % 4], cpu_milli=2_000))
+            _, filtered = await post(fast_client, "filter", filter_body(p, names))
+            _, plain_filtered = await post(plain_client, "filter", filter_body(p, names))
+            assert filtered == plain_filtered
+            if filter_passes == "feasible":  # nothing assumed: bind the top node
+                _, scores = await post(fast_client, "prioritize", filter_body(p, names))
+                top = max(scores, key=lambda s: s["Score"])["Host"]
+                for client in (fast_client, plain_client):
+                    await post(client, "bind", bind_body(p, top))
+    assert fast._incremental.patched > 0

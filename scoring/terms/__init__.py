@@ -25,7 +25,16 @@ TERMS: dict[str, Term] = {
     "reclaim_cost": reclaim_cost,
 }
 
+POD_FIELDS: dict[str, frozenset[str]] = {
+    "class_placement": frozenset({"pod_class"}),
+    "reclaim_cost": frozenset({"team", "pod_class", "preemptible"}),
+}
+"""The pod's own fields, beyond the resources it asks for, that a term reads (none
+where a term is not listed); ``scoring.incremental`` shares evaluations between pods
+that differ in no field a weighted term reads."""
+
 __all__ = [
+    "POD_FIELDS",
     "TERMS",
     "Term",
     "best_fit",

@@ -1,0 +1,250 @@
+"""``evaluate`` again over the same candidates, redone only on the rows that changed.
+
+kube-scheduler asks about the same node list pod after pod, and between two pods
+of one shape few nodes change: the one the last pod went to, and the few the
+watch reported.  :class:`IncrementalEvaluator` keeps, per request, each check's
+pass column and each term's values over every candidate, with the row versions
+they were taken at; the next call evaluates only the rows whose version moved,
+and patches them in.  The answer equals ``evaluate``'s: a term's value for a node
+is a function of that node's row alone (the tests hold every term to it), except
+for the terms in :data:`CANDIDATE_SET_TERMS`, which compare the candidates and
+are taken again over all of them.
+
+Evaluations handed out are never written to afterwards (patches go to copies),
+so a caller may keep one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from scoring.candidates import Candidates
+from scoring.feasibility import CheckKind, Feasibility
+from scoring.fragmentation import FloatArray, FragmentAggregates
+from scoring.gpus import tightest_gpu
+from scoring.placement import Evaluation, evaluate
+from scoring.policy import PolicyConfig
+from scoring.request import PodClass, PodRequest
+from scoring.state import BoolArray, ClusterState, IntArray
+from scoring.terms import POD_FIELDS, TERMS
+
+CANDIDATE_SET_TERMS = frozenset({"memory_fit"})
+"""Terms whose value for a node depends on the other candidates (memory fit divides
+by the smallest candidate GPU)."""
+
+REDO_SHARE = 0.25
+"""With more than this share of the candidates changed, evaluate them all afresh."""
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """One request's evaluation spread over every candidate, and what it depends on."""
+
+    state: ClusterState
+    rows: IntArray
+    policy: PolicyConfig
+    fragments: FragmentAggregates | None
+    over_share: frozenset[str]
+    versions: IntArray
+    checks: tuple[tuple[CheckKind, BoolArray], ...]
+    mask: BoolArray
+    failed_check: IntArray
+    shared_gpu: IntArray
+    """Per candidate, the GPU a sharing request takes there (-1 where none fits)."""
+    terms: dict[str, FloatArray]
+    """Each row-local term's value per candidate (meaningless where infeasible)."""
+    evaluation: Evaluation
+
+    def serves(
+        self,
+        state: ClusterState,
+        rows: IntArray,
+        policy: PolicyConfig,
+        fragments: FragmentAggregates | None,
+    ) -> bool:
+        return (
+            self.state is state
+            and self.rows is rows
+            and self.policy is policy
+            and self.fragments is fragments
+            and self.over_share == state.over_share_teams
+        )
+
+
+class IncrementalEvaluator:
+    """``evaluate(state, request, rows, policy, fragments)``, remembered per request.
+
+    An entry is reused while the state, the ``rows`` array (the same object), the
+    policy and the shape aggregates are the same; only rows whose ``row_version``
+    moved are evaluated again.  At most ``size`` requests are remembered.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._entries: OrderedDict[PodRequest, _Columns] = OrderedDict()
+        """By :func:`scoring_key`, least recently used first."""
+        self.patched = 0
+        """Evaluations answered by patching changed rows (or none) into a remembered one."""
+
+    def evaluate(
+        self,
+        state: ClusterState,
+        request: PodRequest,
+        rows: IntArray,
+        policy: PolicyConfig,
+        fragments: FragmentAggregates | None = None,
+    ) -> Evaluation:
+        key = scoring_key(request, policy)
+        entry = self._entries.get(key)
+        if entry is not None and entry.serves(state, rows, policy, fragments):
+            versions = state.row_version[rows]
+            changed = np.flatnonzero(versions != entry.versions)
+            if len(changed) <= REDO_SHARE * len(rows):
+                self.patched += 1
+                if len(changed):
+                    entry = _patched(entry, changed, versions)
+                    self._remember(key, entry)
+                else:
+                    self._entries.move_to_end(key)
+                evaluation = entry.evaluation
+                return (
+                    evaluation
+                    if evaluation.request == request
+                    else replace(evaluation, request=request)
+                )
+        entry = _fresh(state, request, rows, policy, fragments)
+        self._remember(key, entry)
+        return entry.evaluation
+
+    def _remember(self, key: PodRequest, entry: _Columns) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+def scoring_key(request: PodRequest, policy: PolicyConfig) -> PodRequest:
+    """``request`` with the pod's own fields that no weighted term reads at their
+    defaults: pods of two teams asking for the same resources share an evaluation."""
+    read: set[str] = set()
+    for name, weight in policy.weights.items():
+        if weight > 0:
+            read |= POD_FIELDS.get(name, frozenset())
+    return replace(
+        request,
+        team=request.team if "team" in read else "",
+        pod_class=request.pod_class if "pod_class" in read else PodClass.BATCH,
+        priority=request.priority if "priority" in read else 0,
+        preemptible=request.preemptible if "preemptible" in read else True,
+    )
+
+
+def _fresh(
+    state: ClusterState,
+    request: PodRequest,
+    rows: IntArray,
+    policy: PolicyConfig,
+    fragments: FragmentAggregates | None,
+) -> _Columns:
+    evaluation = evaluate(state, request, rows, policy, fragments)
+    feasibility = evaluation.feasibility
+    mask = feasibility.mask
+    shared_gpu = np.full(len(rows), -1, dtype=np.int64)
+    if request.is_sharing:
+        shared_gpu[mask] = tightest_gpu(state.free_milli[evaluation.rows], request.milli_per_gpu)
+    terms = {}
+    for name, values in evaluation.terms.items():
+        if name not in CANDIDATE_SET_TERMS:
+            column = np.zeros(len(rows))
+            column[mask] = values
+            terms[name] = column
+    return _Columns(
+        state,
+        rows,
+        policy,
+        fragments,
+        state.over_share_teams,
+        state.row_version[rows],
+        feasibility.checks,
+        mask,
+        feasibility.failed_check,
+        shared_gpu,
+        terms,
+        evaluation,
+    )
+
+
+def _patched(entry: _Columns, changed: IntArray, versions: IntArray) -> _Columns:
+    """``entry`` with the candidates at ``changed`` evaluated again (into copies)."""
+    state, rows, policy = entry.state, entry.rows, entry.policy
+    request = entry.evaluation.request
+    part = _fresh(state, request, rows[changed], policy, entry.fragments)
+
+    def patch(column: np.ndarray, values: np.ndarray) -> np.ndarray:
+        column = column.copy()
+        column[changed] = values
+        return column
+
+    checks = tuple(
+        (kind, patch(passed, part_passed))
+        for (kind, passed), (_, part_passed) in zip(entry.checks, part.checks, strict=True)
+    )
+    mask = patch(entry.mask, part.mask)
+    shared_gpu = patch(entry.shared_gpu, part.shared_gpu)
+    terms = {name: patch(column, part.terms[name]) for name, column in entry.terms.items()}
+    feasibility = Feasibility(request, rows, mask, checks)
+    # Feasibility.failed_check is a cached property: hand it the patched column.
+    failed_check = patch(entry.failed_check, part.failed_check)
+    feasibility.__dict__["failed_check"] = failed_check
+    evaluation = _assemble(state, request, feasibility, shared_gpu, terms, policy, entry.fragments)
+    return _Columns(
+        state,
+        rows,
+        policy,
+        entry.fragments,
+        entry.over_share,
+        versions,
+        checks,
+        mask,
+        failed_check,
+        shared_gpu,
+        terms,
+        evaluation,
+    )
+
+
+def _assemble(
+    state: ClusterState,
+    request: PodRequest,
+    feasibility: Feasibility,
+    shared_gpu: IntArray,
+    columns: dict[str, FloatArray],
+    policy: PolicyConfig,
+    fragments: FragmentAggregates | None,
+) -> Evaluation:
+    """The Evaluation ``evaluate`` would give, from per-candidate columns."""
+    mask = feasibility.mask
+    feasible = feasibility.feasible_rows
+    weights = {name: w for name, w in policy.weights.items() if w > 0}
+    candidates = None
+    terms: dict[str, FloatArray] = {}
+    for name in weights:
+        if name in columns:
+            terms[name] = columns[name][mask]
+        else:
+            if candidates is None:
+                shared = shared_gpu[mask] if request.is_sharing else np.zeros(0, dtype=np.int64)
+                candidates = Candidates(state, request, feasible, shared, fragments)
+            terms[name] = TERMS[name](candidates)
+    # The same sum in the same order as evaluate's, so the scores are the same floats.
+    total_weight = sum(weights.values())
+    score = np.zeros(len(feasible))
+    for name, weight in weights.items():
+        score += weight * terms[name]
+    score /= total_weight
+    return Evaluation(
+        state, request, feasibility, feasible, score, terms, policy.tie_tolerance / total_weight
+    )

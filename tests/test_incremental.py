@@ -1,0 +1,161 @@
+"""IncrementalEvaluator (scoring/incremental.py): always the answer evaluate gives."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from builders import PROPERTY, clusters, node, requests, shape_tables, state_of, whole
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scoring import (
+    SPOT,
+    ClusterState,
+    Evaluation,
+    FragmentAggregates,
+    PodClass,
+    PodRequest,
+    PolicyConfig,
+    ShapeTable,
+    evaluate,
+)
+from scoring.incremental import IncrementalEvaluator
+from scoring.terms import TERMS
+
+# Every term weighted, so that each is held to being a function of its node's row.
+EVERY_TERM = PolicyConfig(weights=dict.fromkeys(TERMS, 1.0))
+
+
+def assert_same(got: Evaluation, expected: Evaluation) -> None:
+    assert np.array_equal(got.rows, expected.rows)
+    assert np.array_equal(got.feasibility.mask, expected.feasibility.mask)
+    assert np.array_equal(got.feasibility.failed_check, expected.feasibility.failed_check)
+    assert [kind for kind, _ in got.feasibility.checks] == [
+        kind for kind, _ in expected.feasibility.checks
+    ]
+    for (_, passed), (_, want) in zip(
+        got.feasibility.checks, expected.feasibility.checks, strict=True
+    ):
+        assert np.array_equal(passed, want)
+    assert got.terms.keys() == expected.terms.keys()
+    for name, values in expected.terms.items():
+        assert np.array_equal(got.terms[name], values), name
+    assert np.array_equal(got.score, expected.score)  # the same floats, not nearly
+    assert got.tie_tolerance == expected.tie_tolerance
+    assert got.best() == expected.best()
+
+
+# The same resources asked for by pods of other teams, classes and priorities.
+_OWNERS = st.tuples(
+    st.sampled_from(["", "a", "b"]),
+    st.sampled_from(list(PodClass)),
+    st.booleans(),
+    st.sampled_from([0, 100]),
+)
+
+
+@PROPERTY
+@given(
+    state=clusters(min_nodes=2, max_nodes=12),
+    table=st.none() | shape_tables(),
+    asks=st.lists(requests(), min_size=1, max_size=2),
+    owners=st.lists(_OWNERS, min_size=1, max_size=3),
+    policy=st.sampled_from([EVERY_TERM, PolicyConfig()]),
+    steps=st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.booleans()), max_size=12),
+)
+def test_every_answer_is_evaluates(
+    state: ClusterState,
+    table: ShapeTable | None,
+    asks: list[PodRequest],
+    owners: list[tuple[str, PodClass, bool, int]],
+    policy: PolicyConfig,
+    steps: list[tuple[int, bool, bool]],
+) -> None:
+    fragments = None if table is None else FragmentAggregates(table, cpu_stranding=True)
+    pods = [
+        replace(ask, team=team, pod_class=pod_class, preemptible=preemptible, priority=priority)
+        for ask in asks
+        for team, pod_class, preemptible, priority in owners
+    ]
+    rows = np.arange(state.n_nodes)
+    incremental = IncrementalEvaluator()
+    kept: list[tuple[Evaluation, Evaluation]] = []
+    for index, place, over_share in steps:
+        request = pods[index % len(pods)]
+        if over_share:  # what reclaim_cost reads: a change of it is a change of every row
+            state.over_share_teams = state.over_share_teams ^ {request.team}
+        got = incremental.evaluate(state, request, rows, policy, fragments)
+        expected = evaluate(state, request, rows, policy, fragments)
+        assert got.request == request
+        assert_same(got, expected)
+        kept.append((got, expected))
+        best = got.best()
+        if place and best is not None:
+            state.place(int(got.rows[best]), request, got.gpus_of(best))
+    # Evaluations handed out are never patched in place.
+    for got, expected in kept:
+        assert_same_arrays_as(got, expected)
+
+
+def assert_same_arrays_as(got: Evaluation, expected: Evaluation) -> None:
+    assert np.array_equal(got.score, expected.score)
+    assert np.array_equal(got.feasibility.mask, expected.feasibility.mask)
+    for name, values in expected.terms.items():
+        assert np.array_equal(got.terms[name], values)
+
+
+def test_only_changed_rows_are_evaluated_again() -> None:
+    state = state_of(*(node(f"n{i}", 8) for i in range(8)))
+    rows = np.arange(8)
+    incremental = IncrementalEvaluator()
+    request, policy = whole(2, 4_000), PolicyConfig()
+    first = incremental.evaluate(state, request, rows, policy)
+    assert incremental.evaluate(state, request, rows, policy) is first
+    state.place(3, request, (0, 1))
+    patched = incremental.evaluate(state, request, rows, policy)
+    assert patched is not first and incremental.patched == 2
+    assert_same(patched, evaluate(state, request, rows, policy))
+    # Another array of the same rows is another candidate list: evaluated afresh.
+    incremental.evaluate(state, request, rows.copy(), policy)
+    assert incremental.patched == 2
+
+
+def test_many_changed_rows_and_a_new_policy_evaluate_afresh() -> None:
+    state = state_of(*(node(f"n{i}", 8) for i in range(8)))
+    rows = np.arange(8)
+    incremental = IncrementalEvaluator()
+    request, policy = whole(1, 1_000), PolicyConfig()
+    incremental.evaluate(state, request, rows, policy)
+    for row in range(3):  # 3 of 8 changed: more than a quarter
+        state.place(row, request, (0,))
+    incremental.evaluate(state, request, rows, policy)
+    assert incremental.patched == 0
+    incremental.evaluate(state, request, rows, PolicyConfig(tie_tolerance=0.5))
+    assert incremental.patched == 0
+
+
+def test_it_remembers_a_bounded_number_of_requests() -> None:
+    state = state_of(*(node(f"n{i}", 8) for i in range(4)))
+    rows = np.arange(4)
+    incremental = IncrementalEvaluator(size=2)
+    policy = PolicyConfig()
+    for cpu in (1_000, 2_000, 3_000):
+        incremental.evaluate(state, whole(1, cpu), rows, policy)
+    incremental.evaluate(state, whole(1, 1_000), rows, policy)  # the oldest was dropped
+    incremental.evaluate(state, whole(1, 3_000), rows, policy)  # still there
+    assert incremental.patched == 1
+
+
+def test_pods_share_an_evaluation_only_when_no_weighted_term_tells_them_apart() -> None:
+    state = state_of(node("spot", 8, capacity_type=SPOT), node("on-demand", 8), node("other", 8))
+    rows = np.arange(3)
+    batch = whole(1, 1_000)
+    interactive = replace(batch, team="b", pod_class=PodClass.INTERACTIVE)
+    by_class = PolicyConfig(weights={"fragmentation": 1.0, "class_placement": 1.0})
+    for policy, shared in ((PolicyConfig(), 1), (by_class, 0)):
+        incremental = IncrementalEvaluator()
+        incremental.evaluate(state, batch, rows, policy)
+        got = incremental.evaluate(state, interactive, rows, policy)
+        assert incremental.patched == shared
+        assert_same(got, evaluate(state, interactive, rows, policy))
