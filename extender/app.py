@@ -86,26 +86,84 @@ def _validate(model: type[M], raw: dict[str, Any]) -> M:
         raise BadRequestError(describe_validation_error(exc)) from None
 
 
-Handler = Callable[[Extender, dict[str, Any]], Awaitable[Any]]
+_NODE_NAMES_KEY = b',"NodeNames":'
 
 
-async def _filter(extender: Extender, raw: dict[str, Any]) -> Any:
-    args = _validate(ExtenderArgs, raw)
-    raw_nodes = (raw.get("Nodes") or {}).get("items") if args.node_names is None else None
-    return extender.filter(args, raw_nodes)
+class NodeNamesMemo:
+    """The node list of a verb's last request, known again by its bytes.
+
+    kube-scheduler sends the same list pod after pod, and last in the body: Go encodes
+    ExtenderArgs' fields in their order (Pod, Nodes, NodeNames), without spaces.  When
+    a body ends with the bytes that carried the last list, only the part before them
+    is parsed, and the list is the one parsed and validated then (at 5,000 nodes, the
+    list is most of the body).  The bytes are trusted once they have been seen to parse
+    on their own as ``{"NodeNames": [...]}``: ending the body, they close its outermost
+    object, so the key is a top-level one and the split cannot change what the body
+    says.  Any other body is parsed whole.
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._names: list[str] | None = None
+        self._trusted = False
+
+    def load(self, body: bytes) -> tuple[ExtenderArgs, dict[str, Any]]:
+        """The arguments, and the body as parsed (without the node list when reused)."""
+        split = body.rfind(_NODE_NAMES_KEY)
+        tail = body[split:] if split > 0 else b""
+        if tail and tail == self._tail and self._names is not None and self._trust(tail):
+            try:
+                head = orjson.loads(body[:split] + b"}")
+            except orjson.JSONDecodeError:
+                head = None
+            if isinstance(head, dict):
+                args = _validate(ExtenderArgs, head)
+                return args.model_copy(update={"node_names": self._names}), head
+        raw = _load(body)
+        args = _validate(ExtenderArgs, raw)
+        if tail and args.node_names:
+            self._tail, self._names, self._trusted = tail, args.node_names, False
+        return args, raw
+
+    def _trust(self, tail: bytes) -> bool:
+        if not self._trusted:
+            try:
+                alone = orjson.loads(b"{" + tail[1:])
+            except orjson.JSONDecodeError:
+                alone = None
+            self._trusted = alone == {"NodeNames": self._names}
+            if not self._trusted:
+                self._tail, self._names = b"", None
+        return self._trusted
 
 
-async def _prioritize(extender: Extender, raw: dict[str, Any]) -> Any:
-    return extender.prioritize(_validate(ExtenderArgs, raw))
+Handler = Callable[[Extender, bytes], Awaitable[Any]]
 
 
-async def _preempt(extender: Extender, raw: dict[str, Any]) -> Any:
+def _filter_with(memo: NodeNamesMemo) -> Handler:
+    async def _filter(extender: Extender, body: bytes) -> Any:
+        args, raw = memo.load(body)
+        raw_nodes = (raw.get("Nodes") or {}).get("items") if args.node_names is None else None
+        return extender.filter(args, raw_nodes)
+
+    return _filter
+
+
+def _prioritize_with(memo: NodeNamesMemo) -> Handler:
+    async def _prioritize(extender: Extender, body: bytes) -> Any:
+        return extender.prioritize(memo.load(body)[0])
+
+    return _prioritize
+
+
+async def _preempt(extender: Extender, body: bytes) -> Any:
+    raw = _load(body)
     args = _validate(ExtenderPreemptionArgs, raw)
     return extender.preempt(args, own_victims=resources_alone_place(raw.get("Pod")))
 
 
-async def _bind(extender: Extender, raw: dict[str, Any]) -> Any:
-    return await extender.bind(_validate(ExtenderBindingArgs, raw))
+async def _bind(extender: Extender, body: bytes) -> Any:
+    return await extender.bind(_validate(ExtenderBindingArgs, _load(body)))
 
 
 def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -128,7 +186,7 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
             )
         start = _now()
         try:
-            result = await handler(extender, _load(body))
+            result = await handler(extender, body)
             status = 200
         except BadRequestError as exc:
             reason = _one_line(str(exc))
@@ -238,8 +296,8 @@ def create_app(
     app[EXTENDER] = extender
     app[MAX_BODY] = max_body_bytes
     if not public:
-        app.router.add_post("/filter", _verb("filter", _filter))
-        app.router.add_post("/prioritize", _verb("prioritize", _prioritize))
+        app.router.add_post("/filter", _verb("filter", _filter_with(NodeNamesMemo())))
+        app.router.add_post("/prioritize", _verb("prioritize", _prioritize_with(NodeNamesMemo())))
         app.router.add_post("/preempt", _verb("preempt", _preempt))
         app.router.add_post("/bind", _verb("bind", _bind))
         app.router.add_get("/debug/state", _debug_state)

@@ -471,7 +471,11 @@ class Extender:
         list per verb is remembered while the arrays stay the same.
         """
         cached = self._known_nodes.get(verb)
-        if cached is not None and cached.state is state and cached.names == names:
+        if (
+            cached is not None
+            and cached.state is state
+            and (cached.names is names or cached.names == names)
+        ):
             known = cached.known
         else:
             if len(set(names)) != len(names):

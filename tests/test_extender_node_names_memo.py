@@ -1,0 +1,119 @@
+"""NodeNamesMemo (extender/app.py): a node list known again by its bytes is the same list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from builders import PROPERTY
+from extender_builders import filter_body, pod, request
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from extender.app import NodeNamesMemo
+from extender.errors import BadRequestError
+from extender.wire import ExtenderArgs
+
+LISTS = (["gpu-0", "gpu-1", "gpu-2"], ["gpu-0", "gpu-2"], ["a", "b"])
+
+
+def body_of(*items: tuple[str, Any]) -> bytes:
+    return orjson.dumps(dict(items))
+
+
+def plain(body: bytes) -> tuple[ExtenderArgs, Any]:
+    raw = orjson.loads(body)
+    return ExtenderArgs.model_validate(raw), raw.get("Nodes")
+
+
+def test_the_same_list_is_parsed_once() -> None:
+    memo = NodeNamesMemo()
+    names = ["gpu-0", "gpu-1"]
+    first, _ = memo.load(orjson.dumps(filter_body(pod("a", request(gpus=1)), names)))
+    for name in ("b", "c"):
+        body = orjson.dumps(filter_body(pod(name, request(gpus=2)), names))
+        args, _ = memo.load(body)
+        assert args == plain(body)[0]
+        assert args.node_names is first.node_names  # not parsed again
+
+
+def test_a_list_that_changed_is_parsed() -> None:
+    memo = NodeNamesMemo()
+    p = pod("a", request(gpus=1))
+    memo.load(orjson.dumps(filter_body(p, ["gpu-0", "gpu-1"])))
+    args, _ = memo.load(orjson.dumps(filter_body(p, ["gpu-0", "gpu-2"])))
+    assert args.node_names == ["gpu-0", "gpu-2"]
+
+
+def test_a_bad_body_with_the_known_list_is_refused_as_before() -> None:
+    memo = NodeNamesMemo()
+    tail = b',"NodeNames":["gpu-0"]}'
+    memo.load(b'{"Pod":null' + tail)
+    memo.load(b'{"Pod":null' + tail)
+    with pytest.raises(BadRequestError, match="body is not JSON"):
+        memo.load(b'{"Pod":{"metadata":' + tail)
+
+
+def test_a_list_nested_last_in_the_pod_is_never_taken_for_the_node_list() -> None:
+    memo = NodeNamesMemo()
+    nested = {"a": 1, "NodeNames": ["x"]}  # its bytes end the body: the same each time
+    for names in (["gpu-0"], ["gpu-1"], ["gpu-2"]):
+        args, _ = memo.load(body_of(("NodeNames", names), ("Pod", nested)))
+        assert args.node_names == names
+
+
+# Pods that carry the key themselves, nested at its end, where a split would cut them.
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from(["", "x", ',"NodeNames":']),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "NodeNames", "metadata"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_PODS = (
+    st.builds(lambda name: pod(name, request(gpus=1)), st.sampled_from(["p", "q"]))
+    | st.builds(lambda names: {"a": 1, "NodeNames": names}, st.sampled_from(LISTS))
+    | _VALUES
+)
+
+
+AFTER_THE_LIST = body_of(
+    ("Nodes", None), ("NodeNames", LISTS[0]), ("Pod", pod("p", request(gpus=1)))
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    """Filter bodies in any key order, with a known list or another, or none."""
+    values = {
+        "Pod": draw(_PODS),
+        "Nodes": draw(st.none() | st.just({"items": [{"metadata": {"name": "gpu-0"}}]})),
+        "NodeNames": draw(st.none() | st.sampled_from(LISTS)),
+    }
+    keys = [key for key in draw(st.permutations(list(values))) if draw(st.integers(0, 5))]
+    return body_of(*((key, values[key]) for key in keys))
+
+
+@PROPERTY
+@given(
+    # A few bodies, each sent again and again in some order, as kube-scheduler does.
+    sequence=st.lists(bodies(), min_size=1, max_size=3).flatmap(
+        lambda pool: st.lists(st.sampled_from(pool), min_size=1, max_size=8)
+    )
+)
+# Keys after the list: the bytes that end the body carry more than the list.
+@example(sequence=[AFTER_THE_LIST, AFTER_THE_LIST])
+def test_every_body_means_what_it_says(sequence: list[bytes]) -> None:
+    memo = NodeNamesMemo()
+    for body in sequence:
+        try:
+            expected, expected_nodes = plain(body)
+        except Exception:  # what a plain parse refuses, the memo refuses too
+            with pytest.raises(BadRequestError):
+                memo.load(body)
+            continue
+        args, raw = memo.load(body)
+        assert args == expected
+        assert raw.get("Nodes") == expected_nodes
