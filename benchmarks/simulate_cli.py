@@ -376,7 +376,7 @@ def add_parser(commands: Any) -> None:
     workload = parser.add_mutually_exclusive_group()
     workload.add_argument(
         "--workload",
-        help="openb pod list CSV, or synthetic:NAME[,interactive=SHARE]"
+        help="openb pod list CSV, or synthetic:NAME[,interactive=SHARE][,models=any]"
         " (llm-serving, batch-inference, mixed)",
     )
     workload.add_argument(

@@ -41,7 +41,8 @@ Workloads
 ---------
 Each workload is a table of pod shapes with weights (share of pods).  GiB are what
 the pod needs per GPU (``min_gpu_memory_mib``), CPU in cores, memory in GiB.
-FP8 shapes need compute capability 8.9+ (H100, L40S, L4), as ``allowed_models``.
+FP8 shapes need compute capability 8.9+ (H100, L40S, L4), as ``allowed_models``;
+``models=any`` drops every such requirement (what if those models ran on any GPU).
 
 ``llm-serving``: mostly one-GPU 7-13B models, some 70B replicas, a few 8-GPU MoE
 models; interactive by default (``interactive=`` reweights the classes).
@@ -102,7 +103,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -431,28 +432,36 @@ WORKLOADS: dict[str, dict[str, float]] = {
 class WorkloadSpec:
     name: str
     interactive_share: float | None = None
+    any_model: bool = False
+    """``models=any``: no shape requires a GPU model."""
 
     def __str__(self) -> str:
         text = f"{SYNTHETIC_PREFIX}{self.name}"
         if self.interactive_share is not None:
             text += f",interactive={self.interactive_share:g}"
+        if self.any_model:
+            text += ",models=any"
         return text
 
 
 def parse_workload_spec(text: str) -> WorkloadSpec:
-    """``synthetic:NAME[,interactive=SHARE]``."""
+    """``synthetic:NAME[,interactive=SHARE][,models=any]``."""
     if not is_synthetic(text):
         raise SpecError(f"{text!r}: a synthetic workload spec starts with {SYNTHETIC_PREFIX!r}")
     name, *options = (part.strip() for part in text.removeprefix(SYNTHETIC_PREFIX).split(","))
     if name not in WORKLOADS:
         raise SpecError(f"{name!r}: unknown workload (known: {', '.join(WORKLOADS)})")
     interactive: float | None = None
+    any_model = False
     for part in options:
         key, has_value, value = part.partition("=")
-        if key != "interactive" or not has_value:
-            raise SpecError(f"{part!r}: unknown option (known: interactive=SHARE)")
-        interactive = _share(value, "interactive", part)
-    spec = WorkloadSpec(name, interactive)
+        if key == "interactive" and has_value:
+            interactive = _share(value, "interactive", part)
+        elif key == "models" and value == "any":
+            any_model = True
+        else:
+            raise SpecError(f"{part!r}: unknown option (known: interactive=SHARE, models=any)")
+    spec = WorkloadSpec(name, interactive, any_model)
     _check_classes(spec)
     return spec
 
@@ -500,6 +509,8 @@ class SyntheticWorkload:
         weights = shape_weights(spec)
         self.shape_names = tuple(weights)
         self.requests = tuple(SHAPES[name].request() for name in self.shape_names)
+        if spec.any_model:
+            self.requests = tuple(replace(r, allowed_models=frozenset()) for r in self.requests)
         self.weights = np.array([weights[name] for name in self.shape_names])
         self._gpu_milli = np.array([r.gpu_milli for r in self.requests], dtype=np.int64)
         if not (self._gpu_milli > 0).any():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -211,11 +212,24 @@ def test_spot_option_overrides_every_type() -> None:
         ("synthetic:llm-serving", WorkloadSpec("llm-serving")),
         ("synthetic:mixed,interactive=0.3", WorkloadSpec("mixed", 0.3)),
         ("synthetic:batch-inference,interactive=0", WorkloadSpec("batch-inference", 0.0)),
+        ("synthetic:llm-serving,models=any", WorkloadSpec("llm-serving", any_model=True)),
     ],
-    ids=["plain", "interactive", "batch-only-at-0"],
+    ids=["plain", "interactive", "batch-only-at-0", "any-model"],
 )
 def test_parse_workload_spec(text: str, expected: WorkloadSpec) -> None:
     assert parse_workload_spec(text) == expected
+    assert parse_workload_spec(str(expected)) == expected
+
+
+def test_models_any_drops_only_the_model_requirements() -> None:
+    plain = SyntheticWorkload(WorkloadSpec("llm-serving"))
+    anywhere = SyntheticWorkload(WorkloadSpec("llm-serving", any_model=True))
+    assert any(r.allowed_models for r in plain.requests)
+    assert not any(r.allowed_models for r in anywhere.requests)
+    assert [replace(r, allowed_models=frozenset()) for r in plain.requests] == list(
+        anywhere.requests
+    )
+    assert anywhere.table() == plain.table()
 
 
 @pytest.mark.parametrize(
@@ -223,11 +237,12 @@ def test_parse_workload_spec(text: str, expected: WorkloadSpec) -> None:
     [
         ("synthetic:chat", "'chat': unknown workload (known: llm-serving, batch-inference, mixed)"),
         ("synthetic:mixed,batch=0.3", "'batch=0.3': unknown option"),
+        ("synthetic:mixed,models=fp8", "'models=fp8': unknown option (known: interactive=SHARE"),
         ("synthetic:mixed,interactive=1.5", "interactive must be between 0 and 1"),
         ("synthetic:batch-inference,interactive=0.3", "has no interactive shapes"),
         ("llm-serving", "starts with 'synthetic:'"),
     ],
-    ids=["unknown", "option", "range", "no-class", "prefix"],
+    ids=["unknown", "option", "models", "range", "no-class", "prefix"],
 )
 def test_bad_workload_specs_name_the_bad_part(text: str, message: str) -> None:
     with pytest.raises(SpecError) as error:
