@@ -29,7 +29,7 @@ from scoring.placement import Evaluation, evaluate
 from scoring.policy import PolicyConfig
 from scoring.request import PodClass, PodRequest
 from scoring.state import BoolArray, ClusterState, IntArray
-from scoring.terms import POD_FIELDS, TERMS
+from scoring.terms import POD_FIELDS, SHAPE_TERMS, TERMS
 
 CANDIDATE_SET_TERMS = frozenset({"memory_fit"})
 """Terms whose value for a node depends on the other candidates (memory fit divides
@@ -63,13 +63,11 @@ class _Columns:
         state: ClusterState,
         rows: IntArray,
         policy: PolicyConfig,
-        fragments: FragmentAggregates | None,
     ) -> bool:
         return (
             self.state is state
             and self.rows is rows
             and self.policy is policy
-            and self.fragments is fragments
             and self.over_share == state.over_share_teams
         )
 
@@ -77,9 +75,10 @@ class _Columns:
 class IncrementalEvaluator:
     """``evaluate(state, request, rows, policy, fragments)``, remembered per request.
 
-    An entry is reused while the state, the ``rows`` array (the same object), the
-    policy and the shape aggregates are the same; only rows whose ``row_version``
-    moved are evaluated again.  At most ``size`` requests are remembered.
+    An entry is reused while the state, the ``rows`` array (the same object) and the
+    policy are the same; only rows whose ``row_version`` moved are evaluated again,
+    and the terms that read the shape mix when the aggregates changed.  At most
+    ``size`` requests are remembered.
     """
 
     def __init__(self, size: int = 16) -> None:
@@ -99,13 +98,13 @@ class IncrementalEvaluator:
     ) -> Evaluation:
         key = scoring_key(request, policy)
         entry = self._entries.get(key)
-        if entry is not None and entry.serves(state, rows, policy, fragments):
+        if entry is not None and entry.serves(state, rows, policy):
             versions = state.row_version[rows]
             changed = np.flatnonzero(versions != entry.versions)
             if len(changed) <= REDO_SHARE * len(rows):
                 self.patched += 1
-                if len(changed):
-                    entry = _patched(entry, changed, versions)
+                if len(changed) or fragments is not entry.fragments:
+                    entry = _patched(entry, changed, versions, fragments)
                     self._remember(key, entry)
                 else:
                     self._entries.move_to_end(key)
@@ -177,11 +176,18 @@ def _fresh(
     )
 
 
-def _patched(entry: _Columns, changed: IntArray, versions: IntArray) -> _Columns:
-    """``entry`` with the candidates at ``changed`` evaluated again (into copies)."""
+def _patched(
+    entry: _Columns,
+    changed: IntArray,
+    versions: IntArray,
+    fragments: FragmentAggregates | None,
+) -> _Columns:
+    """``entry`` with the candidates at ``changed`` evaluated again (into copies), and
+    the terms that read the shape mix taken again over all of them when it changed
+    (every 50 arrivals or so: the checks and the other terms stand)."""
     state, rows, policy = entry.state, entry.rows, entry.policy
     request = entry.evaluation.request
-    part = _fresh(state, request, rows[changed], policy, entry.fragments)
+    part = _fresh(state, request, rows[changed], policy, fragments)
 
     def patch(column: np.ndarray, values: np.ndarray) -> np.ndarray:
         column = column.copy()
@@ -194,17 +200,26 @@ def _patched(entry: _Columns, changed: IntArray, versions: IntArray) -> _Columns
     )
     mask = patch(entry.mask, part.mask)
     shared_gpu = patch(entry.shared_gpu, part.shared_gpu)
-    terms = {name: patch(column, part.terms[name]) for name, column in entry.terms.items()}
+    same_shapes = fragments is entry.fragments
+    terms = {
+        name: patch(column, part.terms[name])
+        for name, column in entry.terms.items()
+        if same_shapes or name not in SHAPE_TERMS
+    }
     feasibility = Feasibility(request, rows, mask, checks)
     # Feasibility.failed_check is a cached property: hand it the patched column.
     failed_check = patch(entry.failed_check, part.failed_check)
     feasibility.__dict__["failed_check"] = failed_check
-    evaluation = _assemble(state, request, feasibility, shared_gpu, terms, policy, entry.fragments)
+    evaluation = _assemble(state, request, feasibility, shared_gpu, terms, policy, fragments)
+    for name in entry.terms.keys() - terms.keys():  # taken over every candidate just now
+        column = np.zeros(len(rows))
+        column[mask] = evaluation.terms[name]
+        terms[name] = column
     return _Columns(
         state,
         rows,
         policy,
-        entry.fragments,
+        fragments,
         entry.over_share,
         versions,
         checks,

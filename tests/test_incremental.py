@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from builders import PROPERTY, clusters, node, requests, shape_tables, state_of, whole
+from builders import (
+    PROPERTY,
+    clusters,
+    node,
+    requests,
+    set_free,
+    shape_table,
+    shape_tables,
+    state_of,
+    whole,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,21 +68,25 @@ _OWNERS = st.tuples(
 @PROPERTY
 @given(
     state=clusters(min_nodes=2, max_nodes=12),
-    table=st.none() | shape_tables(),
+    tables=st.lists(st.none() | shape_tables(), min_size=1, max_size=2),
     asks=st.lists(requests(), min_size=1, max_size=2),
     owners=st.lists(_OWNERS, min_size=1, max_size=3),
     policy=st.sampled_from([EVERY_TERM, PolicyConfig()]),
-    steps=st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.booleans()), max_size=12),
+    steps=st.lists(
+        st.tuples(st.integers(0, 5), st.booleans(), st.booleans(), st.integers(0, 1)),
+        max_size=12,
+    ),
 )
 def test_every_answer_is_evaluates(
     state: ClusterState,
-    table: ShapeTable | None,
+    tables: list[ShapeTable | None],
     asks: list[PodRequest],
     owners: list[tuple[str, PodClass, bool, int]],
     policy: PolicyConfig,
-    steps: list[tuple[int, bool, bool]],
+    steps: list[tuple[int, bool, bool, int]],
 ) -> None:
-    fragments = None if table is None else FragmentAggregates(table, cpu_stranding=True)
+    # The shape mix the service learns is replaced now and then (every 50 arrivals).
+    mixes = [None if t is None else FragmentAggregates(t, cpu_stranding=True) for t in tables]
     pods = [
         replace(ask, team=team, pod_class=pod_class, preemptible=preemptible, priority=priority)
         for ask in asks
@@ -81,8 +95,8 @@ def test_every_answer_is_evaluates(
     rows = np.arange(state.n_nodes)
     incremental = IncrementalEvaluator()
     kept: list[tuple[Evaluation, Evaluation]] = []
-    for index, place, over_share in steps:
-        request = pods[index % len(pods)]
+    for index, place, over_share, mix in steps:
+        request, fragments = pods[index % len(pods)], mixes[mix % len(mixes)]
         if over_share:  # what reclaim_cost reads: a change of it is a change of every row
             state.over_share_teams = state.over_share_teams ^ {request.team}
         got = incremental.evaluate(state, request, rows, policy, fragments)
@@ -159,3 +173,17 @@ def test_pods_share_an_evaluation_only_when_no_weighted_term_tells_them_apart() 
         got = incremental.evaluate(state, interactive, rows, policy)
         assert incremental.patched == shared
         assert_same(got, evaluate(state, interactive, rows, policy))
+
+
+def test_a_new_shape_mix_takes_the_fragmentation_term_again_and_keeps_the_rest() -> None:
+    state = state_of(*(node(f"n{i}", 8) for i in range(6)))
+    set_free(state, 1, [0, 0, 1000, 1000, 1000, 1000, 1000, 1000])
+    rows = np.arange(6)
+    eight = FragmentAggregates(shape_table((0, 1000, 8, (), 1.0)))
+    two = FragmentAggregates(shape_table((0, 1000, 2, (), 1.0)))
+    incremental, policy, request = IncrementalEvaluator(), PolicyConfig(), whole(1, 1_000)
+    first = incremental.evaluate(state, request, rows, policy, eight)
+    got = incremental.evaluate(state, request, rows, policy, two)
+    assert incremental.patched == 1
+    assert_same(got, evaluate(state, request, rows, policy, two))
+    assert not np.array_equal(got.terms["fragmentation"], first.terms["fragmentation"])

@@ -33,8 +33,12 @@ POD_FIELDS: dict[str, frozenset[str]] = {
 where a term is not listed); ``scoring.incremental`` shares evaluations between pods
 that differ in no field a weighted term reads."""
 
+SHAPE_TERMS = frozenset({"fragmentation"})
+"""Terms that read the learned shape mix (``Candidates.fragments``)."""
+
 __all__ = [
     "POD_FIELDS",
+    "SHAPE_TERMS",
     "TERMS",
     "Term",
     "best_fit",
