@@ -145,18 +145,14 @@ class Outcome:
             return feasible, np.zeros(0), None
         score = by_representative[self.group[feasible]]
         near = np.flatnonzero(score >= score.max() - evaluation.tie_tolerance - 1e-12)
-        rows = self.rows[feasible[near]]
-        return (
-            feasible,
-            score,
-            int(near[evaluation.break_tie(rows, evaluation.state.tie_break[rows])]),
-        )
+        tie_break = evaluation.state.tie_break[self.rows[feasible[near]]]
+        return feasible, score, int(near[np.argmin(tie_break)])
 
     def priorities(self) -> IntArray:
         """0..10 per requested row: infeasible rows 0, the best alone on top.
 
-        Members of a group share their representative's score;
-        ``Evaluation.break_tie`` picks the winner among every near-best member, as
+        Members of a group share their representative's score; the stable node
+        order picks the winner among every near-best member, as
         ``Evaluation.best`` does over the representatives in the simulator.
         """
         feasible, score, best = self._scores(None)

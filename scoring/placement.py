@@ -47,9 +47,9 @@ class Evaluation:
     def best(self, tie_break: IntArray | None = None) -> int | None:
         """Index into ``rows`` of the best node, or None when nothing fits.
 
-        Nodes within ``tie_tolerance`` of the highest score are equally good, and
-        :meth:`break_tie` picks among them (by ``tie_break[row]``, the state's
-        stable node order by default).
+        Nodes within ``tie_tolerance`` of the highest score are equally good; the
+        lowest ``tie_break[row]`` among them wins (the state's stable node order
+        by default).
         """
         if len(self.rows) == 0:
             return None
@@ -57,20 +57,7 @@ class Evaluation:
         top = np.flatnonzero(self.score >= self.score.max() - self.tie_tolerance - 1e-12)
         if len(top) == 1:
             return int(top[0])
-        return int(top[self.break_tie(self.rows[top], order[self.rows[top]])])
-
-    def break_tie(self, rows: IntArray, order: IntArray) -> int:
-        """Index into ``rows`` (equally good nodes) of the one to take.
-
-        The smallest GPU memory first, when memory fit is scored: the tie band
-        absorbs score differences that are noise against a learned shape mix,
-        and a GPU's memory is no noise (an H100's 81559 MiB against an A100's
-        81920 differ by 0.4%, well inside the band).  Unknown memory counts as
-        the smallest, as memory fit scores it.  Then the lowest ``order``.
-        """
-        if "memory_fit" not in self.terms or self.request.gpu_count == 0:
-            return int(np.argmin(order))
-        return int(np.lexsort((order, self.state.gpu_memory_mib[rows]))[0])
+        return int(top[np.argmin(order[self.rows[top]])])
 
     def gpus_of(self, index: int) -> tuple[int, ...]:
         """The GPU slots the pod takes on ``rows[index]``."""

@@ -104,11 +104,10 @@ class PolicyConfig(BaseModel):
         0.02,
         ge=0,
         description=(
-            "Nodes whose weighted score sums are within this of the best are equally good;"
-            " among them the smallest GPU memory wins (with memory fit weighted), then a"
-            " stable node order (a hash of the name). Differences this small are noise"
-            " against a learned shape mix; a fixed order among near ties fills nodes in"
-            " turn, like first-fit, and keeps whole nodes free."
+            "Nodes whose weighted score sums are within this of the best are equally good,"
+            " and a stable node order (a hash of the name) picks among them. Differences"
+            " this small are noise against a learned shape mix; a fixed order among near"
+            " ties fills nodes in turn, like first-fit, and keeps whole nodes free."
         ),
     )
     shapes: ShapeLearning = Field(default_factory=lambda: ShapeLearning())

@@ -16,7 +16,7 @@ from builders import (
     state_of,
     whole,
 )
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -289,48 +289,6 @@ def test_best_defaults_to_the_name_order_of_the_state() -> None:
     # The order is a function of the names alone: another state with the same names agrees.
     again = state_of(node("c", 1), node("a", 1), node("b", 1))
     assert again.tie_break[again.row_of("a")] == evaluation.state.tie_break[0]
-
-
-# GPU sizes as GPU Feature Discovery reports them: L4, A10G, A100-40GB, L40S, H100, A100-80GB.
-GFD_MEMORY_MIB = (23_034, 23_028, 40_960, 46_068, 81_559, 81_920)
-
-
-@PROPERTY
-@given(
-    memory=st.lists(
-        st.sampled_from(GFD_MEMORY_MIB) | st.integers(1, 100_000), min_size=2, max_size=6
-    ),
-    order=st.permutations(range(6)),
-)
-@example(memory=[81_920, 81_559], order=[0, 1, 2, 3, 4, 5])
-def test_memory_fit_never_takes_a_larger_gpu_when_the_rest_is_equal(
-    memory: list[int], order: list[int]
-) -> None:
-    # Idle nodes alike but for their GPU memory; however close two sizes are (an H100's
-    # 81559 MiB and an A100's 81920 fall inside the default tie band), the smallest wins.
-    state = state_of(*(node(f"n{i}", 2, gpu_memory_mib=m) for i, m in enumerate(memory)))
-    evaluation = evaluate(state, whole(1), np.arange(len(memory)), PolicyConfig())
-    best = evaluation.best(np.array(order[: len(memory)]))
-    assert best is not None
-    assert memory[best] == min(memory)
-    # Among several smallest, the node order decides.
-    smallest = [i for i, m in enumerate(memory) if m == min(memory)]
-    assert best == min(smallest, key=lambda i: order[i])
-
-
-@pytest.mark.parametrize(
-    ("weights", "request_"),
-    [({"best_fit": 1.0}, whole(1)), (None, cpu_only(1_000))],
-    ids=["memory-fit-unweighted", "cpu-only-pod"],
-)
-def test_ties_ignore_gpu_memory_when_memory_fit_does_not_apply(
-    weights: dict[str, float] | None, request_: PodRequest
-) -> None:
-    state = state_of(node("h100", 8, gpu_memory_mib=81_559), node("a100", 8, gpu_memory_mib=81_920))
-    policy = PolicyConfig() if weights is None else PolicyConfig(weights=weights)
-    evaluation = evaluate(state, request_, np.arange(2), policy)
-    assert evaluation.best(np.array([1, 0])) == 1  # the node order alone: the A100
-    assert evaluation.best(np.array([0, 1])) == 0
 
 
 @pytest.mark.parametrize(
