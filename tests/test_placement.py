@@ -291,6 +291,34 @@ def test_best_defaults_to_the_name_order_of_the_state() -> None:
     assert again.tie_break[again.row_of("a")] == evaluation.state.tie_break[0]
 
 
+# GPU sizes as GPU Feature Discovery reports them: L4, A10G, A100-40GB, L40S, H100, A100-80GB.
+GFD_MEMORY_MIB = (23_034, 23_028, 40_960, 46_068, 81_559, 81_920)
+
+
+@PROPERTY
+@given(
+    memory=st.lists(
+        st.sampled_from(GFD_MEMORY_MIB) | st.integers(1, 100_000), min_size=2, max_size=6
+    ),
+    order=st.permutations(range(6)),
+)
+def test_memory_fit_never_takes_a_larger_gpu_class_when_the_rest_is_equal(
+    memory: list[int], order: list[int]
+) -> None:
+    # Idle nodes alike but for their GPU memory, in any node order: the pod goes to the
+    # smallest GPU, or to one within the tie band of it (2%: an H100's 81559 MiB and an
+    # A100's 81920 are one class, and the node order picks between them).
+    state = state_of(*(node(f"n{i}", 2, gpu_memory_mib=m) for i, m in enumerate(memory)))
+    policy = PolicyConfig()
+    best = evaluate(state, whole(1), np.arange(len(memory)), policy).best(
+        np.array(order[: len(memory)])
+    )
+    assert best is not None
+    assert min(memory) / memory[best] >= 1 - policy.tie_tolerance - 1e-12
+    if max(memory) > min(memory) / (1 - policy.tie_tolerance):  # classes apart: never the largest
+        assert memory[best] < max(memory)
+
+
 @pytest.mark.parametrize(
     ("score", "best", "expected"),
     [
