@@ -81,6 +81,10 @@ _REGROUP_AFTER = 8
 _GROUPING_PAYS_BELOW = 0.5
 """Group identical nodes while groups are fewer than this share of the candidates."""
 _REGROUP_CHECK_EVERY = 64
+_INCREMENTAL_FROM_NODES = 2_000
+"""Below this many nodes, evaluating them all costs less than patching a few rows in
+(mostly fixed numpy overhead either way): in-process filter p50 at 1,500 nodes 1.04 ms
+evaluating all, 1.10 patching; at 3,000, 1.55 against 1.15."""
 
 
 class Binder(Protocol):
@@ -666,7 +670,7 @@ class Extender:
                 self._incremental.evaluate(
                     state, request, rows, self.config.current.policy, self.fragments.aggregates
                 )
-                if self.shortcuts
+                if self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES
                 else self._evaluate(state, request, rows)
             )
             return Outcome(evaluation, np.arange(len(rows)), rows)

@@ -604,12 +604,15 @@ async def test_prioritize_of_the_node_filter_passed_alone_is_the_filters_answer(
 
 @pytest.mark.parametrize("filter_passes", ["best", "feasible"])
 async def test_a_run_of_pods_over_distinct_nodes_is_answered_as_a_plain_evaluation(
-    filter_passes: str,
+    filter_passes: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nodes each in a state of their own: the service evaluates the request's node list
-    once and then only the rows that changed (scoring.incremental); pod after pod, its
-    answers are those of a service that evaluates everything every time."""
+    once and then only the rows that changed (scoring.incremental; from 2,000 nodes, here
+    from any number); pod after pod, its answers are those of a service that evaluates
+    everything every time."""
     from extender import ClusterView, Extender
+
+    monkeypatch.setattr("extender.service._INCREMENTAL_FROM_NODES", 0)
 
     def distinct() -> list[Any]:
         return [node(f"n-{i:02d}", cpu_milli=48_000 + 1_000 * i) for i in range(16)]
