@@ -732,32 +732,20 @@ class Extender:
         else:
             passing = np.flatnonzero(eligible)
         passed = [known[i] for i in passing.tolist()]
-        if held_reasons:
-            self._memo = None
-            if not passed and self.requeuer is not None:
-                self._remember_hold(fair, key, request)
-        elif self.shortcuts and not best_only:
-            self._memo = _FilterMemo(
-                key.uid,
-                request,
-                state,
-                self.config.current.policy,
-                self.fragments.aggregates,
-                outcome,
-                rows[mask],
-                passed,
-                state.row_version[rows[mask]],
-                state.over_share_teams,
-            )
+        if held_reasons and not passed and self.requeuer is not None:
+            self._remember_hold(fair, key, request)
         if passed and self._holds:
             self._holds.pop(key.uid, None)
         top = _TopNodes.of(state, outcome.evaluation)  # before the pod counts anywhere
         if len(passed) == 1 and request.gpu_count:
             self._assume_at_filter(state, key, request, int(rows[passing[0]]))
-        if best_only and passed and not held_reasons and self.shortcuts:
-            # The one node passed is the one prioritize ranks 10 (kube-scheduler skips
-            # prioritize for a single feasible node; a caller that asks anyway gets the
-            # filter's answer, not the pod weighed against its own assumption there).
+        self._memo = None
+        if self.shortcuts and passed and not held_reasons:
+            # A prioritize of this pod over the nodes passed is answered from this
+            # evaluation while they stand still. One node passed alone is the one
+            # prioritize ranks 10 (kube-scheduler skips prioritize for a single feasible
+            # node; a caller that asks anyway gets the filter's answer, not the pod
+            # weighed against its own assumption there).
             passed_rows = rows[passing]
             self._memo = _FilterMemo(
                 key.uid,
@@ -770,7 +758,7 @@ class Extender:
                 passed,
                 state.row_version[passed_rows],
                 state.over_share_teams,
-                np.full(1, MAX_EXTENDER_PRIORITY, dtype=np.int64),
+                np.full(1, MAX_EXTENDER_PRIORITY, dtype=np.int64) if best_only else None,
             )
         unknown = (
             [name for name in names if state.row_of(name) is None]

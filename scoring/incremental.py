@@ -25,7 +25,7 @@ from scoring.candidates import Candidates
 from scoring.feasibility import CheckKind, Feasibility
 from scoring.fragmentation import FloatArray, FragmentAggregates
 from scoring.gpus import tightest_gpu
-from scoring.placement import Evaluation, evaluate
+from scoring.placement import Evaluation, evaluate, weigh
 from scoring.policy import PolicyConfig
 from scoring.request import PodClass, PodRequest
 from scoring.state import BoolArray, ClusterState, IntArray
@@ -215,19 +215,16 @@ def _patched(
         column = np.zeros(len(rows))
         column[mask] = evaluation.terms[name]
         terms[name] = column
-    return _Columns(
-        state,
-        rows,
-        policy,
-        fragments,
-        entry.over_share,
-        versions,
-        checks,
-        mask,
-        failed_check,
-        shared_gpu,
-        terms,
-        evaluation,
+    return replace(
+        entry,
+        fragments=fragments,
+        versions=versions,
+        checks=checks,
+        mask=mask,
+        failed_check=failed_check,
+        shared_gpu=shared_gpu,
+        terms=terms,
+        evaluation=evaluation,
     )
 
 
@@ -243,10 +240,9 @@ def _assemble(
     """The Evaluation ``evaluate`` would give, from per-candidate columns."""
     mask = feasibility.mask
     feasible = feasibility.feasible_rows
-    weights = {name: w for name, w in policy.weights.items() if w > 0}
     candidates = None
     terms: dict[str, FloatArray] = {}
-    for name in weights:
+    for name in (name for name, w in policy.weights.items() if w > 0):
         if name in columns:
             terms[name] = columns[name][mask]
         else:
@@ -254,12 +250,4 @@ def _assemble(
                 shared = shared_gpu[mask] if request.is_sharing else np.zeros(0, dtype=np.int64)
                 candidates = Candidates(state, request, feasible, shared, fragments)
             terms[name] = TERMS[name](candidates)
-    # The same sum in the same order as evaluate's, so the scores are the same floats.
-    total_weight = sum(weights.values())
-    score = np.zeros(len(feasible))
-    for name, weight in weights.items():
-        score += weight * terms[name]
-    score /= total_weight
-    return Evaluation(
-        state, request, feasibility, feasible, score, terms, policy.tie_tolerance / total_weight
-    )
+    return weigh(state, request, feasibility, terms, policy)

@@ -86,15 +86,33 @@ def evaluate(
         else np.zeros(0, dtype=np.int64)
     )
     candidates = Candidates(state, request, feasible, shared_gpu, fragments)
+    terms = {name: TERMS[name](candidates) for name, w in policy.weights.items() if w > 0}
+    return weigh(state, request, feasibility, terms, policy)
+
+
+def weigh(
+    state: ClusterState,
+    request: PodRequest,
+    feasibility: Feasibility,
+    terms: dict[str, FloatArray],
+    policy: PolicyConfig,
+) -> Evaluation:
+    """The Evaluation of the feasible rows from their term values (one per weighted term):
+    the weighted mean, summed in the policy's order, so equal terms give equal floats."""
     weights = {name: w for name, w in policy.weights.items() if w > 0}
-    terms = {name: TERMS[name](candidates) for name in weights}
     total_weight = sum(weights.values())
-    score = np.zeros(len(feasible))
+    score = np.zeros(len(feasibility.feasible_rows))
     for name, weight in weights.items():
         score += weight * terms[name]
     score /= total_weight
     return Evaluation(
-        state, request, feasibility, feasible, score, terms, policy.tie_tolerance / total_weight
+        state,
+        request,
+        feasibility,
+        feasibility.feasible_rows,
+        score,
+        terms,
+        policy.tie_tolerance / total_weight,
     )
 
 
