@@ -94,7 +94,7 @@ class Feasibility:
     mask: BoolArray
     checks: tuple[tuple[CheckKind, BoolArray], ...]
 
-    @property
+    @cached_property
     def feasible_rows(self) -> IntArray:
         return self.rows[self.mask]
 

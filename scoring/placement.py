@@ -101,18 +101,13 @@ def weigh(
     the weighted mean, summed in the policy's order, so equal terms give equal floats."""
     weights = {name: w for name, w in policy.weights.items() if w > 0}
     total_weight = sum(weights.values())
-    score = np.zeros(len(feasibility.feasible_rows))
+    feasible = feasibility.feasible_rows
+    score = np.zeros(len(feasible))
     for name, weight in weights.items():
         score += weight * terms[name]
     score /= total_weight
     return Evaluation(
-        state,
-        request,
-        feasibility,
-        feasibility.feasible_rows,
-        score,
-        terms,
-        policy.tie_tolerance / total_weight,
+        state, request, feasibility, feasible, score, terms, policy.tie_tolerance / total_weight
     )
 
 
