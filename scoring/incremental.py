@@ -16,7 +16,9 @@ so a caller may keep one.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,7 +31,7 @@ from scoring.placement import Evaluation, evaluate, weigh
 from scoring.policy import PolicyConfig
 from scoring.request import PodClass, PodRequest
 from scoring.state import BoolArray, ClusterState, IntArray
-from scoring.terms import POD_FIELDS, SHAPE_TERMS, TERMS
+from scoring.terms import POD_FIELDS, SHAPE_TERMS, TERMS, reads_over_share
 
 CANDIDATE_SET_TERMS = frozenset({"memory_fit"})
 """Terms whose value for a node depends on the other candidates (memory fit divides
@@ -46,8 +48,11 @@ class _Columns:
     state: ClusterState
     rows: IntArray
     policy: PolicyConfig
-    fragments: FragmentAggregates | None
-    over_share: frozenset[str]
+    fragments: Callable[[], FragmentAggregates | None]
+    """The shape aggregates the columns were taken with, held weakly: a replaced mix
+    is no longer needed (a dead reference matches no live one)."""
+    over_share: frozenset[str] | None
+    """The over-share teams, when a weighted term reads them."""
     versions: IntArray
     checks: tuple[tuple[CheckKind, BoolArray], ...]
     mask: BoolArray
@@ -68,7 +73,7 @@ class _Columns:
             self.state is state
             and self.rows is rows
             and self.policy is policy
-            and self.over_share == state.over_share_teams
+            and self.over_share == _over_share(state, policy)
         )
 
 
@@ -87,6 +92,8 @@ class IncrementalEvaluator:
         """By :func:`scoring_key`, least recently used first."""
         self.patched = 0
         """Evaluations answered by patching changed rows (or none) into a remembered one."""
+        self._state: ClusterState | None = None
+        self._policy: PolicyConfig | None = None
 
     def evaluate(
         self,
@@ -96,6 +103,10 @@ class IncrementalEvaluator:
         policy: PolicyConfig,
         fragments: FragmentAggregates | None = None,
     ) -> Evaluation:
+        if state is not self._state or policy is not self._policy:
+            # No entry can serve again: let go of the old arrays at once.
+            self._entries.clear()
+            self._state, self._policy = state, policy
         key = scoring_key(request, policy)
         entry = self._entries.get(key)
         if entry is not None and entry.serves(state, rows, policy):
@@ -103,7 +114,7 @@ class IncrementalEvaluator:
             changed = np.flatnonzero(versions != entry.versions)
             if len(changed) <= REDO_SHARE * len(rows):
                 self.patched += 1
-                if len(changed) or fragments is not entry.fragments:
+                if len(changed) or fragments is not entry.fragments():
                     entry = _patched(entry, changed, versions, fragments)
                     self._remember(key, entry)
                 else:
@@ -141,6 +152,18 @@ def scoring_key(request: PodRequest, policy: PolicyConfig) -> PodRequest:
     )
 
 
+def _over_share(state: ClusterState, policy: PolicyConfig) -> frozenset[str] | None:
+    return state.over_share_teams if reads_over_share(policy.weights) else None
+
+
+def _weakly(
+    fragments: FragmentAggregates | None,
+) -> Callable[[], FragmentAggregates | None]:
+    if fragments is None:
+        return lambda: None
+    return weakref.ref(fragments)
+
+
 def _fresh(
     state: ClusterState,
     request: PodRequest,
@@ -164,8 +187,8 @@ def _fresh(
         state,
         rows,
         policy,
-        fragments,
-        state.over_share_teams,
+        _weakly(fragments),
+        _over_share(state, policy),
         state.row_version[rows],
         feasibility.checks,
         mask,
@@ -200,7 +223,7 @@ def _patched(
     )
     mask = patch(entry.mask, part.mask)
     shared_gpu = patch(entry.shared_gpu, part.shared_gpu)
-    same_shapes = fragments is entry.fragments
+    same_shapes = fragments is entry.fragments()
     terms = {
         name: patch(column, part.terms[name])
         for name, column in entry.terms.items()
@@ -217,7 +240,7 @@ def _patched(
         terms[name] = column
     return replace(
         entry,
-        fragments=fragments,
+        fragments=_weakly(fragments),
         versions=versions,
         checks=checks,
         mask=mask,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from builders import (
     PROPERTY,
     clusters,
@@ -187,3 +190,36 @@ def test_a_new_shape_mix_takes_the_fragmentation_term_again_and_keeps_the_rest()
     assert incremental.patched == 1
     assert_same(got, evaluate(state, request, rows, policy, two))
     assert not np.array_equal(got.terms["fragmentation"], first.terms["fragmentation"])
+
+
+@pytest.mark.parametrize(("weights", "patched"), [({"fragmentation": 1.0}, 1), (None, 0)])
+def test_the_over_share_teams_matter_only_to_a_term_that_reads_them(
+    weights: dict[str, float] | None, patched: int
+) -> None:
+    state = state_of(*(node(f"n{i}", 8) for i in range(4)))
+    rows, request = np.arange(4), whole(1, 1_000)
+    policy = EVERY_TERM if weights is None else PolicyConfig(weights=weights)
+    incremental = IncrementalEvaluator()
+    incremental.evaluate(state, request, rows, policy)
+    state.over_share_teams = frozenset({"team-z"})
+    got = incremental.evaluate(state, request, rows, policy)
+    assert incremental.patched == patched
+    assert_same(got, evaluate(state, request, rows, policy))
+
+
+def test_it_holds_on_to_no_replaced_state_or_shape_mix() -> None:
+    def cluster() -> ClusterState:
+        return state_of(*(node(f"n{i}", 8) for i in range(4)))
+
+    rows, request, policy = np.arange(4), whole(1, 1_000), PolicyConfig()
+    incremental = IncrementalEvaluator()
+    old_state, old_mix = cluster(), FragmentAggregates(shape_table((0, 1000, 2, (), 1.0)))
+    incremental.evaluate(old_state, request, rows, policy, old_mix)
+    state = cluster()
+    incremental.evaluate(state, whole(2, 1_000), rows, policy, old_mix)
+    mix = FragmentAggregates(shape_table((0, 1000, 4, (), 1.0)))
+    incremental.evaluate(state, request, rows, policy, mix)
+    gone = weakref.ref(old_state), weakref.ref(old_mix)
+    del old_state, old_mix
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]

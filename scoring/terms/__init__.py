@@ -5,7 +5,7 @@ One module per term; the policy config names them by the keys of ``TERMS``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from scoring.candidates import Candidates
 from scoring.fragmentation import FloatArray
@@ -36,7 +36,17 @@ that differ in no field a weighted term reads."""
 SHAPE_TERMS = frozenset({"fragmentation"})
 """Terms that read the learned shape mix (``Candidates.fragments``)."""
 
+OVER_SHARE_TERMS = frozenset({"reclaim_cost"})
+"""Terms that read ``ClusterState.over_share_teams`` (the fair shares)."""
+
+
+def reads_over_share(weights: Mapping[str, float]) -> bool:
+    """Whether a weighted term reads the over-share teams."""
+    return any(weights.get(name, 0.0) > 0 for name in OVER_SHARE_TERMS)
+
+
 __all__ = [
+    "OVER_SHARE_TERMS",
     "POD_FIELDS",
     "SHAPE_TERMS",
     "TERMS",
@@ -45,5 +55,6 @@ __all__ = [
     "class_placement",
     "fragmentation",
     "memory_fit",
+    "reads_over_share",
     "reclaim_cost",
 ]
