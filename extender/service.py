@@ -60,6 +60,7 @@ from scoring.placement import MAX_EXTENDER_PRIORITY
 from scoring.policy import StarvationConfig
 from scoring.starvation import is_starving, kept_off, reserved_rows
 from scoring.state import BoolArray, IntArray
+from scoring.terms import reads_over_share
 from scoring.victims import (
     VictimDecision,
     VictimRecord,
@@ -165,6 +166,13 @@ class Outcome:
             priorities[feasible] = extender_priorities(score, best)
         return priorities
 
+    def evaluated(self, index: int) -> int | None:
+        """Index into ``evaluation.rows`` of requested row ``index`` (its group's
+        stand-in), None where it does not fit."""
+        group = int(self.group[index])
+        mask = self.evaluation.feasibility.mask
+        return int(np.count_nonzero(mask[:group])) if mask[group] else None
+
     def best(self, among: BoolArray | None = None) -> int | None:
         """Index into the requested rows of the node :meth:`priorities` ranks 10 when
         asked about the feasible rows within ``among`` (all by default)."""
@@ -193,19 +201,26 @@ class _TopNodes:
     free_milli: IntArray
     request: PodRequest
 
+    chosen: bool
+    """The first node is the one chosen (it gets 10); else the nodes are by score alone."""
+
     @classmethod
-    def of(cls, state: ClusterState, evaluation: Evaluation) -> _TopNodes:
+    def of(cls, state: ClusterState, outcome: Outcome, chosen: int | None) -> _TopNodes:
+        """``chosen``: the index into the requested rows of the node passed or ranked
+        first (None: none was singled out)."""
+        evaluation = outcome.evaluation
         score = evaluation.score
-        best = evaluation.best()
-        if best is None:
-            top = np.zeros(0, dtype=np.int64)
-        else:
-            count = min(EXPLAIN_TOP_NODES, len(score))
-            others = np.argpartition(-score, count - 1)[:count]
-            others = others[others != best]
-            others = others[np.argsort(-score[others], kind="stable")][: count - 1]
-            top = np.concatenate(([best], others))
+        first = None if chosen is None else outcome.evaluated(chosen)
+        count = min(EXPLAIN_TOP_NODES, len(score))
+        top = np.argpartition(-score, count - 1)[:count] if count else np.zeros(0, np.int64)
+        if first is not None:
+            top = top[top != first]
+        top = top[np.argsort(-score[top], kind="stable")]
         rows = evaluation.rows[top]
+        if first is not None:
+            # The node itself, which may be a member of its group's stand-in's group.
+            top = np.concatenate(([first], top[: count - 1]))
+            rows = np.concatenate(([outcome.rows[chosen]], rows[: count - 1]))
         return cls(
             tuple(state.names[row] for row in rows.tolist()),
             score[top],
@@ -213,10 +228,21 @@ class _TopNodes:
             {name: values[top] for name, values in evaluation.terms.items()},
             state.free_milli[rows],
             evaluation.request,
+            first is not None,
+        )
+
+    def first(self) -> _TopNodes:
+        """The first node alone."""
+        return replace(
+            self,
+            names=self.names[:1],
+            score=self.score[:1],
+            terms={name: values[:1] for name, values in self.terms.items()},
+            free_milli=self.free_milli[:1],
         )
 
     def render(self) -> list[dict[str, Any]]:
-        priorities = extender_priorities(self.score, 0 if self.names else None, self.span)
+        priorities = extender_priorities(self.score, 0 if self.chosen else None, self.span)
         gpus = choose_gpus(self.free_milli, self.request).tolist()
         return [
             {
@@ -232,13 +258,15 @@ class _TopNodes:
 
 @dataclass(frozen=True)
 class _FilterMemo:
-    """The last filter's evaluation, valid for the prioritize of the same cycle.
+    """The last filter's answer, valid for the prioritize of the same cycle.
 
     kube-scheduler sends prioritize the nodes that passed every filter: when they
     are exactly the nodes that passed ours and nothing they are scored on changed in
-    between (same arrays, same versions of those rows, same policy, shape table and
-    over-share teams), the filter's evaluation is the prioritize's, bit for bit.
-    Pods created or bound elsewhere meanwhile (a busy cluster) do not spoil it.
+    between (same arrays, same versions of those rows, same policy and shape table,
+    and the same over-share teams where a term reads them), prioritize answers from
+    the filter's evaluation.  Pods created or bound elsewhere meanwhile (a busy
+    cluster) do not spoil it.  The versions are taken after the pod's own assumption
+    on a node passed alone: that node is the one filter ranked first, and gets 10.
     """
 
     uid: str
@@ -251,6 +279,8 @@ class _FilterMemo:
     passed_names: list[str]
     passed_versions: IntArray
     over_share: frozenset[str]
+    top: _TopNodes
+    """What /debug/explain shows for the filter, and for a prioritize answered here."""
     priorities: IntArray | None = None
     """The answer for ``passed_rows`` when filter already knows it (None: from ``outcome``)."""
 
@@ -652,12 +682,16 @@ class Extender:
     def _evaluate(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Evaluation:
         return evaluate(state, request, rows, self.config.current.policy, self.fragments.aggregates)
 
-    def _outcome(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Outcome:
+    def _outcome(
+        self, state: ClusterState, request: PodRequest, rows: IntArray, incremental: bool = True
+    ) -> Outcome:
         """``scoring.evaluate`` over ``rows``, once per group of identical nodes.
 
         Every score term is a function of a node's row alone (and of the set of
         candidate values, which groups keep), so nodes in identical states get
-        identical answers; the simulator evaluates the same way.
+        identical answers; the simulator evaluates the same way.  ``incremental``:
+        remember the list's evaluation for the next pod (filter's list, which
+        kube-scheduler sends again; prioritize's changes pod to pod).
         """
         self._decisions += 1
         grouping = self.shortcuts and len(rows) > 0
@@ -670,7 +704,7 @@ class Extender:
                 self._incremental.evaluate(
                     state, request, rows, self.config.current.policy, self.fragments.aggregates
                 )
-                if self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES
+                if incremental and self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES
                 else self._evaluate(state, request, rows)
             )
             return Outcome(evaluation, np.arange(len(rows)), rows)
@@ -724,10 +758,11 @@ class Extender:
             eligible = mask.copy()
             eligible[list(held_reasons)] = False
         best_only = self.config.current.filter_passes == "best"
+        # The node prioritize would rank 10 among those that may take the pod.
+        best = outcome.best(eligible if held_reasons else None)
         if best_only:
-            # One node passes, the one prioritize would rank 10; the others go unlisted
-            # (kube-scheduler drops them without a status).
-            best = outcome.best(eligible if held_reasons else None)
+            # It alone passes; the others go unlisted (kube-scheduler drops them
+            # without a status).
             passing = np.array([] if best is None else [best], dtype=np.int64)
         else:
             passing = np.flatnonzero(eligible)
@@ -736,7 +771,7 @@ class Extender:
             self._remember_hold(fair, key, request)
         if passed and self._holds:
             self._holds.pop(key.uid, None)
-        top = _TopNodes.of(state, outcome.evaluation)  # before the pod counts anywhere
+        top = _TopNodes.of(state, outcome, best)  # before the pod counts anywhere
         if len(passed) == 1 and request.gpu_count:
             self._assume_at_filter(state, key, request, int(rows[passing[0]]))
         self._memo = None
@@ -758,6 +793,7 @@ class Extender:
                 passed,
                 state.row_version[passed_rows],
                 state.over_share_teams,
+                top,
                 np.full(1, MAX_EXTENDER_PRIORITY, dtype=np.int64) if best_only else None,
             )
         unknown = (
@@ -981,9 +1017,8 @@ class Extender:
         key, request = self._pod(args.pod)
         names = self._node_names(args)
         state = self.view.state
-        if self.config.current.policy.weights.get("reclaim_cost", 0.0) > 0:
-            # The only score term that reads the over-share teams; the shares gate
-            # nodes at filter alone.
+        over_share_read = reads_over_share(self.config.current.policy.weights)
+        if over_share_read:  # the shares gate nodes at filter alone
             self._fair(state, key, request)
         memo = self._memo
         if (
@@ -993,7 +1028,7 @@ class Extender:
             and memo.request == request
             and memo.policy is self.config.current.policy
             and memo.aggregates is self.fragments.aggregates
-            and memo.over_share == state.over_share_teams
+            and (not over_share_read or memo.over_share == state.over_share_teams)
             and memo.passed_names == names
             and np.array_equal(state.row_version[memo.passed_rows], memo.passed_versions)
         ):
@@ -1003,16 +1038,20 @@ class Extender:
                 outcome.priorities()[outcome.mask] if memo.priorities is None else memo.priorities
             )
             feasible_nodes = len(priorities)
+            # The filter's ranking, of the nodes asked about (the one passed alone).
+            top = memo.top if memo.priorities is None else memo.top.first()
             self.metrics.prioritize_reused.inc()
         else:
             rows, known = self._rows(state, names, "prioritize")
-            outcome = self._outcome(state, request, rows)
+            outcome = self._outcome(state, request, rows, incremental=False)
             priorities = outcome.priorities()
             feasible_nodes = int(np.count_nonzero(outcome.mask))
+            ranked_first = np.flatnonzero(priorities == MAX_EXTENDER_PRIORITY)
+            top = _TopNodes.of(state, outcome, int(ranked_first[0]) if feasible_nodes else None)
         self._explain(key, request)["prioritize"] = {
             "at_s": time.time(),
             "feasible": feasible_nodes,
-            "top": _TopNodes.of(state, outcome.evaluation),
+            "top": top,
         }
         if len(known) == len(names):
             return self._priority_encoder.encode(state.names, rows, priorities)

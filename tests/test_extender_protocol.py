@@ -633,3 +633,37 @@ async def test_a_run_of_pods_over_distinct_nodes_is_answered_as_a_plain_evaluati
                 for client in (fast_client, plain_client):
                     await post(client, "bind", bind_body(p, top))
     assert fast._incremental.patched > 0
+
+
+async def test_explain_names_the_node_filter_passed_among_identical_ones() -> None:
+    """Identical nodes are evaluated once, through one of them; explain still names the
+    node filter passed and the GPUs its assumption took."""
+    extender = service([node(f"gpu-{i}") for i in range(6)])
+    p = pod("p0", request(gpus=2))
+    async with serve(extender) as client:
+        _, filtered = await post(client, "filter", filter_body(p, [f"gpu-{i}" for i in range(6)]))
+        decision = orjson.loads(
+            await (await client.get("/debug/explain", params={"pod": "team-a/p0"})).read()
+        )
+    [chosen] = decision["filter"]["top"]  # the others are its group: one entry per group
+    assert [chosen["node"]] == filtered["NodeNames"] == [decision["assumed"]["node"]]
+    assert (chosen["priority"], chosen["gpus"]) == (10, decision["assumed"]["gpus"])
+
+
+async def test_prioritize_of_the_node_passed_alone_explains_that_node_as_filter_saw_it() -> None:
+    extender = service(twelve_nodes())
+    names = busy_cluster(extender)
+    p = pod("probe", request(gpus=4))
+    async with serve(extender) as client:
+        _, filtered = await post(client, "filter", filter_body(p, names))
+        # The over-share teams move with any other pod's filter; no weighted term reads them.
+        extender.view.state.over_share_teams = frozenset({"team-z"})
+        _, scores = await post(client, "prioritize", filter_body(p, filtered["NodeNames"]))
+        decision = orjson.loads(
+            await (await client.get("/debug/explain", params={"pod": "team-a/probe"})).read()
+        )
+    assert scores == [{"Host": filtered["NodeNames"][0], "Score": 10}]
+    assert extender.metrics.registry.get_sample_value("fairpack_prioritize_reused_total") == 1.0
+    [ranked] = decision["prioritize"]["top"]
+    assert (ranked["node"], ranked["priority"]) == (filtered["NodeNames"][0], 10)
+    assert ranked["gpus"] == decision["assumed"]["gpus"]  # free before the assumption
