@@ -96,10 +96,14 @@ class NodeNamesMemo:
     ExtenderArgs' fields in their order (Pod, Nodes, NodeNames), without spaces.  When
     a body ends with the bytes that carried the last list, only the part before them
     is parsed, and the list is the one parsed and validated then (at 5,000 nodes, the
-    list is most of the body).  The bytes are trusted once they have been seen to parse
-    on their own as ``{"NodeNames": [...]}``: ending the body, they close its outermost
-    object, so the key is a top-level one and the split cannot change what the body
-    says.  Any other body is parsed whole.
+    list is most of the body).
+
+    The split must not change what a body says, so the bytes are trusted once they
+    have been seen to parse on their own as ``{"NodeNames": [...]}`` (ending the body,
+    they close its outermost object: the key is a top-level one), and the part before
+    them is used only when it parses, closed, as an object with other members and no
+    list of its own (a duplicate key, or ``node_names``, which the model also reads).
+    Any other body is parsed whole.
     """
 
     def __init__(self) -> None:
@@ -111,30 +115,35 @@ class NodeNamesMemo:
         """The arguments, and the body as parsed (without the node list when reused)."""
         split = body.rfind(_NODE_NAMES_KEY)
         tail = body[split:] if split > 0 else b""
-        if tail and tail == self._tail and self._names is not None and self._trust(tail):
+        if tail and tail == self._tail and self._trust(tail):
             try:
                 head = orjson.loads(body[:split] + b"}")
             except orjson.JSONDecodeError:
                 head = None
-            if isinstance(head, dict):
+            if isinstance(head, dict) and head and not head.keys() & _NODE_NAMES_FIELDS:
                 args = _validate(ExtenderArgs, head)
                 return args.model_copy(update={"node_names": self._names}), head
         raw = _load(body)
         args = _validate(ExtenderArgs, raw)
-        if tail and args.node_names:
+        if tail and tail != self._tail and args.node_names:
             self._tail, self._names, self._trusted = tail, args.node_names, False
         return args, raw
 
     def _trust(self, tail: bytes) -> bool:
-        if not self._trusted:
+        """Whether ``tail`` (the remembered bytes) carries the list and nothing else;
+        bytes found to carry more stay remembered, so they are not tried again."""
+        if not self._trusted and self._names is not None:
             try:
                 alone = orjson.loads(b"{" + tail[1:])
             except orjson.JSONDecodeError:
                 alone = None
             self._trusted = alone == {"NodeNames": self._names}
             if not self._trusted:
-                self._tail, self._names = b"", None
+                self._names = None
         return self._trusted
+
+
+_NODE_NAMES_FIELDS = frozenset({"NodeNames", "node_names"})
 
 
 Handler = Callable[[Extender, bytes], Awaitable[Any]]

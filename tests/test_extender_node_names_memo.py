@@ -117,3 +117,34 @@ def test_every_body_means_what_it_says(sequence: list[bytes]) -> None:
         args, raw = memo.load(body)
         assert args == expected
         assert raw.get("Nodes") == expected_nodes
+
+
+KNOWN = b',"NodeNames":["a","b"]}'
+POD = orjson.dumps(pod("p", request(gpus=1)))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{" + KNOWN,  # no member before the list: not JSON
+        b"{ \n" + KNOWN,
+        b'{"Pod":' + POD + b',"NodeNames":5' + KNOWN,  # the last of two keys counts
+        b'{"Pod":' + POD + b',"node_names":5' + KNOWN,  # the model reads this name too
+        b'{"Pod":' + POD + b',"Node\\u004eames":5' + KNOWN,  # the same key, escaped
+        b'{"Pod":' + POD + b',"Nodes":{"items":[]}' + KNOWN,
+    ],
+    ids=["empty-head", "blank-head", "duplicate", "field-name", "escaped", "nodes-too"],
+)
+def test_a_known_list_after_an_odd_head_means_what_a_plain_parse_says(body: bytes) -> None:
+    memo = NodeNamesMemo()
+    for _ in range(2):  # seen, then trusted
+        memo.load(b'{"Pod":' + POD + KNOWN)
+    try:
+        expected, expected_nodes = plain(body)
+    except Exception:
+        with pytest.raises(BadRequestError):
+            memo.load(body)
+        return
+    args, raw = memo.load(body)
+    assert args == expected
+    assert raw.get("Nodes") == expected_nodes
