@@ -190,9 +190,9 @@ class _KnownNodes:
 
 @dataclass(frozen=True)
 class _TopNodes:
-    """The node an evaluation ranks first and the next best (one per group of identical
-    nodes), with every score term; picked at the decision, made readable only when
-    ``/debug/explain`` asks, and small: a record outlives its evaluation's arrays."""
+    """The node chosen (passed, or ranked 10) and the next best (one per group of
+    identical nodes), with every score term; picked at the decision, made readable only
+    when ``/debug/explain`` asks, and small: a record outlives its evaluation's arrays."""
 
     names: tuple[str, ...]
     score: FloatArray
@@ -200,7 +200,6 @@ class _TopNodes:
     terms: dict[str, FloatArray]
     free_milli: IntArray
     request: PodRequest
-
     chosen: bool
     """The first node is the one chosen (it gets 10); else the nodes are by score alone."""
 
@@ -218,7 +217,7 @@ class _TopNodes:
         top = top[np.argsort(-score[top], kind="stable")]
         rows = evaluation.rows[top]
         if first is not None:
-            # The node itself, which may be a member of its group's stand-in's group.
+            # The node itself, with its group's values (it may not be the stand-in).
             top = np.concatenate(([first], top[: count - 1]))
             rows = np.concatenate(([outcome.rows[chosen]], rows[: count - 1]))
         return cls(
