@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from scoring.candidates import Candidates
-from scoring.feasibility import CheckKind, Feasibility
+from scoring.feasibility import CheckKind, Feasibility, check_feasibility
 from scoring.fragmentation import FloatArray, FragmentAggregates
 from scoring.gpus import tightest_gpu
-from scoring.placement import Evaluation, evaluate, weigh
+from scoring.placement import Evaluation, weigh
 from scoring.policy import PolicyConfig
 from scoring.request import PodClass, PodRequest
 from scoring.state import BoolArray, ClusterState, IntArray
@@ -164,6 +164,42 @@ def _weakly(
     return weakref.ref(fragments)
 
 
+@dataclass(frozen=True)
+class _Part:
+    """The checks and the row-local terms of some candidates, one value per candidate."""
+
+    feasibility: Feasibility
+    shared_gpu: IntArray
+    terms: dict[str, FloatArray]
+
+
+def _row_local(
+    state: ClusterState,
+    request: PodRequest,
+    rows: IntArray,
+    policy: PolicyConfig,
+    fragments: FragmentAggregates | None,
+    skip: frozenset[str] = frozenset(),
+) -> _Part:
+    """What ``evaluate`` computes for ``rows`` that depends on each row alone (the terms
+    in ``skip`` left out), spread over every one of them."""
+    feasibility = check_feasibility(state, request, rows)
+    mask, feasible = feasibility.mask, feasibility.feasible_rows
+    shared_gpu = np.full(len(rows), -1, dtype=np.int64)
+    shared = np.zeros(0, dtype=np.int64)
+    if request.is_sharing:
+        shared = tightest_gpu(state.free_milli[feasible], request.milli_per_gpu)
+        shared_gpu[mask] = shared
+    candidates = Candidates(state, request, feasible, shared, fragments)
+    terms = {}
+    for name, weight in policy.weights.items():
+        if weight > 0 and name not in CANDIDATE_SET_TERMS and name not in skip:
+            column = np.zeros(len(rows))
+            column[mask] = TERMS[name](candidates)
+            terms[name] = column
+    return _Part(feasibility, shared_gpu, terms)
+
+
 def _fresh(
     state: ClusterState,
     request: PodRequest,
@@ -171,18 +207,11 @@ def _fresh(
     policy: PolicyConfig,
     fragments: FragmentAggregates | None,
 ) -> _Columns:
-    evaluation = evaluate(state, request, rows, policy, fragments)
-    feasibility = evaluation.feasibility
-    mask = feasibility.mask
-    shared_gpu = np.full(len(rows), -1, dtype=np.int64)
-    if request.is_sharing:
-        shared_gpu[mask] = tightest_gpu(state.free_milli[evaluation.rows], request.milli_per_gpu)
-    terms = {}
-    for name, values in evaluation.terms.items():
-        if name not in CANDIDATE_SET_TERMS:
-            column = np.zeros(len(rows))
-            column[mask] = values
-            terms[name] = column
+    part = _row_local(state, request, rows, policy, fragments)
+    feasibility = part.feasibility
+    evaluation = _assemble(
+        state, request, feasibility, part.shared_gpu, part.terms, policy, fragments
+    )
     return _Columns(
         state,
         rows,
@@ -191,10 +220,10 @@ def _fresh(
         _over_share(state, policy),
         state.row_version[rows],
         feasibility.checks,
-        mask,
+        feasibility.mask,
         feasibility.failed_check,
-        shared_gpu,
-        terms,
+        part.shared_gpu,
+        part.terms,
         evaluation,
     )
 
@@ -210,7 +239,8 @@ def _patched(
     (every 50 arrivals or so: the checks and the other terms stand)."""
     state, rows, policy = entry.state, entry.rows, entry.policy
     request = entry.evaluation.request
-    part = _fresh(state, request, rows[changed], policy, fragments)
+    redo = frozenset() if fragments is entry.fragments() else SHAPE_TERMS
+    part = _row_local(state, request, rows[changed], policy, fragments, skip=redo)
 
     def patch(column: np.ndarray, values: np.ndarray) -> np.ndarray:
         column = column.copy()
@@ -219,19 +249,20 @@ def _patched(
 
     checks = tuple(
         (kind, patch(passed, part_passed))
-        for (kind, passed), (_, part_passed) in zip(entry.checks, part.checks, strict=True)
+        for (kind, passed), (_, part_passed) in zip(
+            entry.checks, part.feasibility.checks, strict=True
+        )
     )
-    mask = patch(entry.mask, part.mask)
+    mask = patch(entry.mask, part.feasibility.mask)
     shared_gpu = patch(entry.shared_gpu, part.shared_gpu)
-    same_shapes = fragments is entry.fragments()
     terms = {
         name: patch(column, part.terms[name])
         for name, column in entry.terms.items()
-        if same_shapes or name not in SHAPE_TERMS
+        if name in part.terms
     }
     feasibility = Feasibility(request, rows, mask, checks)
     # Feasibility.failed_check is a cached property: hand it the patched column.
-    failed_check = patch(entry.failed_check, part.failed_check)
+    failed_check = patch(entry.failed_check, part.feasibility.failed_check)
     feasibility.__dict__["failed_check"] = failed_check
     evaluation = _assemble(state, request, feasibility, shared_gpu, terms, policy, fragments)
     for name in entry.terms.keys() - terms.keys():  # taken over every candidate just now
