@@ -114,7 +114,7 @@ class IncrementalEvaluator:
             changed = np.flatnonzero(versions != entry.versions)
             if len(changed) <= REDO_SHARE * len(rows):
                 self.patched += 1
-                if len(changed) or fragments is not entry.fragments():
+                if len(changed) or not _same_mix(entry.fragments, fragments):
                     entry = _patched(entry, changed, versions, fragments)
                     self._remember(key, entry)
                 else:
@@ -156,12 +156,23 @@ def _over_share(state: ClusterState, policy: PolicyConfig) -> frozenset[str] | N
     return state.over_share_teams if reads_over_share(policy.weights) else None
 
 
+def _no_mix() -> None:
+    """The mix of columns taken without shape aggregates (not a dead reference)."""
+    return None
+
+
 def _weakly(
     fragments: FragmentAggregates | None,
 ) -> Callable[[], FragmentAggregates | None]:
-    if fragments is None:
-        return lambda: None
-    return weakref.ref(fragments)
+    return _no_mix if fragments is None else weakref.ref(fragments)
+
+
+def _same_mix(
+    taken: Callable[[], FragmentAggregates | None], fragments: FragmentAggregates | None
+) -> bool:
+    """Whether columns taken with ``taken`` were taken with ``fragments``: no mix matches
+    no mix only, and a mix that is gone matches nothing."""
+    return taken is _no_mix if fragments is None else taken() is fragments
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,7 @@ def _patched(
     (every 50 arrivals or so: the checks and the other terms stand)."""
     state, rows, policy = entry.state, entry.rows, entry.policy
     request = entry.evaluation.request
-    redo = frozenset() if fragments is entry.fragments() else SHAPE_TERMS
+    redo = frozenset() if _same_mix(entry.fragments, fragments) else SHAPE_TERMS
     part = _row_local(state, request, rows[changed], policy, fragments, skip=redo)
 
     def patch(column: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -223,3 +223,17 @@ def test_it_holds_on_to_no_replaced_state_or_shape_mix() -> None:
     del old_state, old_mix
     gc.collect()
     assert [ref() for ref in gone] == [None, None]
+
+
+def test_a_shape_mix_that_is_gone_is_not_taken_for_no_mix() -> None:
+    state = state_of(*(node(f"n{i}", 8) for i in range(6)))
+    set_free(state, 1, [0, 0, 1000, 1000, 1000, 1000, 1000, 1000])
+    rows, request, policy = np.arange(6), whole(1, 1_000), PolicyConfig()
+    incremental = IncrementalEvaluator()
+    mix = FragmentAggregates(shape_table((0, 1000, 8, (), 1.0)))
+    incremental.evaluate(state, request, rows, policy, mix)
+    del mix
+    gc.collect()
+    assert_same(
+        incremental.evaluate(state, request, rows, policy), evaluate(state, request, rows, policy)
+    )
