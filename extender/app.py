@@ -204,7 +204,20 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
         except Exception:
             log.exception("%s failed", name)
             result, status = _ERROR_BODIES[name]("internal error in fairpack (see its log)"), 500
-        return _respond(extender, name, status, result, start)
+        response = _respond(extender, name, status, result, start)
+        if extender.view.unsettled:
+            # Send the answer, then do what the request left for later (explain's records,
+            # rejection counts): kube-scheduler is busy with its own side meanwhile.
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            finally:
+                settled = time.perf_counter()
+                extender.settle()
+                extender.metrics.after_answer_seconds.labels(name).observe(
+                    time.perf_counter() - settled
+                )
+        return response
 
     return handle
 
@@ -248,6 +261,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    request.app[EXTENDER].settle()
     output = generate_latest(request.app[EXTENDER].metrics.registry)
     response = web.Response(body=output)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST

@@ -48,6 +48,14 @@ class Metrics:
             ["verb"],
             registry=r,
         )
+        self.after_answer_seconds = Histogram(
+            "fairpack_after_answer_seconds",
+            "Bookkeeping a request left for after its answer was sent (what /debug/explain"
+            " shows, rejection counts): done while kube-scheduler works on its side.",
+            ["verb"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.filter_rejections = Counter(
             "fairpack_filter_rejections",
             "Nodes rejected by filter, by reason.",

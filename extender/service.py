@@ -14,8 +14,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import compress
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -70,6 +71,7 @@ from scoring.victims import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NEUTRAL_PRIORITY = 5
 """What prioritize gives a node the view does not know: no opinion either way."""
@@ -129,26 +131,34 @@ class Outcome:
     evaluation: Evaluation
     group: IntArray
     rows: IntArray
+    grouped: bool = True
+    """False: every requested row was evaluated, ``group`` is 0, 1, 2, ..."""
 
     @property
     def mask(self) -> BoolArray:
-        return self.evaluation.feasibility.mask[self.group]
+        mask = self.evaluation.feasibility.mask
+        return mask[self.group] if self.grouped else mask
 
     @property
     def failed_check(self) -> IntArray:
-        return self.evaluation.feasibility.failed_check[self.group]
+        failed_check = self.evaluation.feasibility.failed_check
+        return failed_check[self.group] if self.grouped else failed_check
 
     def _scores(self, among: BoolArray | None) -> tuple[IntArray, FloatArray, int | None]:
         """The feasible requested rows (within ``among``), their scores, and the index of
         the best among them (None when there are none)."""
         evaluation = self.evaluation
-        by_representative = np.zeros(len(evaluation.feasibility.mask))
-        by_representative[evaluation.feasibility.mask] = evaluation.score
-        mask = self.mask if among is None else self.mask & among
-        feasible = np.flatnonzero(mask)
+        if not self.grouped and among is None:
+            feasible = evaluation.feasibility.feasible_index
+            score = evaluation.score
+        else:
+            by_representative = np.zeros(len(evaluation.feasibility.mask))
+            by_representative[evaluation.feasibility.mask] = evaluation.score
+            mask = self.mask if among is None else self.mask & among
+            feasible = np.flatnonzero(mask)
+            score = by_representative[self.group[feasible]]
         if len(feasible) == 0:
             return feasible, np.zeros(0), None
-        score = by_representative[self.group[feasible]]
         near = np.flatnonzero(score >= score.max() - evaluation.tie_tolerance - 1e-12)
         tie_break = evaluation.state.tie_break[self.rows[feasible[near]]]
         return feasible, score, int(near[np.argmin(tie_break)])
@@ -180,6 +190,22 @@ class Outcome:
         return None if best is None else int(feasible[best])
 
 
+class _Later(Generic[T]):
+    """A value made when first asked for: bookkeeping deferred past the answer
+    (``ClusterView.defer``), ready by the time anything reads it."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make: Callable[[], T] | None = make
+        self._value: T | None = None
+
+    def get(self) -> T:
+        if self._make is not None:
+            self._value, self._make = self._make(), None
+        return self._value  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class _KnownNodes:
     state: ClusterState
@@ -204,9 +230,16 @@ class _TopNodes:
     """The first node is the one chosen (it gets 10); else the nodes are by score alone."""
 
     @classmethod
-    def of(cls, state: ClusterState, outcome: Outcome, chosen: int | None) -> _TopNodes:
+    def of(
+        cls,
+        state: ClusterState,
+        outcome: Outcome,
+        chosen: int | None,
+        chosen_free: IntArray | None = None,
+    ) -> _TopNodes:
         """``chosen``: the index into the requested rows of the node passed or ranked
-        first (None: none was singled out)."""
+        first (None: none was singled out); ``chosen_free``: its GPUs' free milli as the
+        decision saw them (the pod may count there by now)."""
         evaluation = outcome.evaluation
         score = evaluation.score
         first = None if chosen is None else outcome.evaluated(chosen)
@@ -220,12 +253,15 @@ class _TopNodes:
             # The node itself, with its group's values (it may not be the stand-in).
             top = np.concatenate(([first], top[: count - 1]))
             rows = np.concatenate(([outcome.rows[chosen]], rows[: count - 1]))
+        free_milli = state.free_milli[rows]
+        if first is not None and chosen_free is not None:
+            free_milli[0] = chosen_free
         return cls(
             tuple(state.names[row] for row in rows.tolist()),
             score[top],
             (float(score.max()), float(score.min())) if len(score) else (0.0, 0.0),
             {name: values[top] for name, values in evaluation.terms.items()},
-            state.free_milli[rows],
+            free_milli,
             evaluation.request,
             first is not None,
         )
@@ -278,10 +314,16 @@ class _FilterMemo:
     passed_names: list[str]
     passed_versions: IntArray
     over_share: frozenset[str]
-    top: _TopNodes
+    top: _Later[_TopNodes]
     """What /debug/explain shows for the filter, and for a prioritize answered here."""
     priorities: IntArray | None = None
     """The answer for ``passed_rows`` when filter already knows it (None: from ``outcome``)."""
+
+
+class _Capacity(NamedTuple):
+    row_value: FloatArray | None
+    capacity: float
+    gpu_value: float
 
 
 @dataclass(frozen=True)
@@ -439,6 +481,9 @@ class Extender:
         self._priority_encoder = HostPriorityEncoder()
         self._memo: _FilterMemo | None = None
         self._fair_cache: tuple[Any, _FairContext] | None = None
+        self._capacity: tuple[tuple[int, Any], _Capacity] | None = None
+        self._deserved_shown: dict[str, float] = {}
+        """The ``fairpack_gpus_deserved`` value last set per team."""
         self._starving: _StarvingMemo | None = None
         self._decisions = 0
         self._group_share = 0.0
@@ -547,8 +592,11 @@ class Extender:
             self._fair_cache = cached
             shares = cached[1].shares
             assert shares is not None
+            shown = self._deserved_shown
             for team, deserved in zip(shares.teams, shares.deserved.tolist(), strict=True):
-                self.metrics.gpus_deserved.labels(team).set(deserved)
+                if shown.get(team) != deserved:  # an assumption seldom moves them
+                    shown[team] = deserved
+                    self.metrics.gpus_deserved.labels(team).set(deserved)
         context: _FairContext = cached[1]
         placement = self.view.lookup(key.uid)
         if request.gpu_count and (placement is None or placement.node):
@@ -617,10 +665,7 @@ class Extender:
         fairness = self.config.current.policy.fairness
         ledger = self.view.fair_ledger()
         values = fairness.gpu_values
-        row_value = gpu_value_per_row(state, values) if values else None
-        capacity = capacity_value(state, row_value)
-        gpus = float(state.gpu_count.sum())
-        gpu_value = capacity / gpus if gpus and row_value is not None else 1.0
+        row_value, capacity, gpu_value = self._capacity_of(state, values)
         held: dict[str, float] = {}
         for (team, model), amount in ledger.held.items():
             held[team] = held.get(team, 0.0) + amount * values.get(model, 1.0)
@@ -643,6 +688,18 @@ class Extender:
             np.array([smallest.get(t, 0.0) for t in teams]),
         )
         return _FairContext(shares, row_value, gpu_value)
+
+    def _capacity_of(self, state: ClusterState, values: Mapping[str, float]) -> _Capacity:
+        """The value of each node's GPUs, of the cluster's and of its mean GPU: fixed for
+        a state's nodes (a node added or resized makes a new state)."""
+        key = (state.uid, values)
+        if self._capacity is None or self._capacity[0] != key:
+            row_value = gpu_value_per_row(state, values) if values else None
+            capacity = capacity_value(state, row_value)
+            gpus = float(state.gpu_count.sum())
+            gpu_value = capacity / gpus if gpus and row_value is not None else 1.0
+            self._capacity = (key, _Capacity(row_value, capacity, gpu_value))
+        return self._capacity[1]
 
     def _starvation_holds(self, state: ClusterState) -> tuple[IntArray, tuple[int, ...]]:
         config = self.config.current.policy.fairness.starvation
@@ -706,7 +763,7 @@ class Extender:
                 if incremental and self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES
                 else self._evaluate(state, request, rows)
             )
-            return Outcome(evaluation, np.arange(len(rows)), rows)
+            return Outcome(evaluation, np.arange(len(rows)), rows, grouped=False)
         groups = self._groups
         if len(groups.group) and int(groups.group.max()) > _REGROUP_AFTER * max(state.n_nodes, 1):
             # The group ids of states long gone pile up; start afresh now and then.
@@ -770,7 +827,10 @@ class Extender:
             self._remember_hold(fair, key, request)
         if passed and self._holds:
             self._holds.pop(key.uid, None)
-        top = _TopNodes.of(state, outcome, best)  # before the pod counts anywhere
+        # Made after the answer (it only explains it), from the chosen node's GPUs as
+        # they are before the pod counts there.
+        chosen_free = None if best is None else state.free_milli[rows[best]].copy()
+        top = _Later(partial(_TopNodes.of, state, outcome, best, chosen_free))
         if len(passed) == 1 and request.gpu_count:
             self._assume_at_filter(state, key, request, int(rows[passing[0]]))
         self._memo = None
@@ -805,24 +865,22 @@ class Extender:
             passed, unknown = [name for name in names if name in passed_set], []
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
-        rejected_counts = self._rejections(
-            outcome,
-            known,
-            held_reasons,
-            unknown,
-            listed=(failed, unresolvable) if not passed else None,
-        )
-        self._explain(key, request).update(
-            filter={
-                "at_s": time.time(),
-                "nodes": len(names),
-                "passed": len(passed),
-                "outranked": int(np.count_nonzero(eligible)) - len(passed) if best_only else 0,
-                "rejected": rejected_counts,
-                "unknown_nodes": len(names) - len(known),
-                "top": top,
-            }
-        )
+        record: dict[str, Any] = {
+            "at_s": time.time(),
+            "nodes": len(names),
+            "passed": len(passed),
+            "outranked": int(np.count_nonzero(eligible)) - len(passed) if best_only else 0,
+            "rejected": {},
+            "unknown_nodes": len(names) - len(known),
+            "top": top,
+        }
+        self._explain(key, request)["filter"] = record
+        rejections = partial(self._rejections, outcome, known, held_reasons, unknown)
+        if passed:  # counted after the answer: only the metrics and explain show them
+            self.view.defer(lambda: record.update(rejected=rejections(None)))
+        else:  # the reasons are the answer
+            record["rejected"] = rejections((failed, unresolvable))
+        self.view.defer(top.get)
         result: dict[str, Any] = {
             "Nodes": None,
             "NodeNames": passed,
@@ -1038,7 +1096,7 @@ class Extender:
             )
             feasible_nodes = len(priorities)
             # The filter's ranking, of the nodes asked about (the one passed alone).
-            top = memo.top if memo.priorities is None else memo.top.first()
+            top = memo.top if memo.priorities is None else _Later(lambda: memo.top.get().first())
             self.metrics.prioritize_reused.inc()
         else:
             rows, known = self._rows(state, names, "prioritize")
@@ -1046,12 +1104,17 @@ class Extender:
             priorities = outcome.priorities()
             feasible_nodes = int(np.count_nonzero(outcome.mask))
             ranked_first = np.flatnonzero(priorities == MAX_EXTENDER_PRIORITY)
-            top = _TopNodes.of(state, outcome, int(ranked_first[0]) if feasible_nodes else None)
+            top = _Later(
+                partial(
+                    _TopNodes.of, state, outcome, int(ranked_first[0]) if feasible_nodes else None
+                )
+            )
         self._explain(key, request)["prioritize"] = {
             "at_s": time.time(),
             "feasible": feasible_nodes,
             "top": top,
         }
+        self.view.defer(top.get)
         if len(known) == len(names):
             return self._priority_encoder.encode(state.names, rows, priorities)
         by_name = dict(zip(known, priorities.tolist(), strict=True))
@@ -1285,17 +1348,23 @@ class Extender:
 
     def explain(self, pod: str) -> dict[str, Any] | None:
         """The last decision for ``namespace/name``."""
+        self.settle()
         record: dict[str, Any] | None = self._explained.get(pod)
         if record is None:
             return None
         return {
-            key: {**value, "top": value["top"].render()}
-            if isinstance(value, dict) and isinstance(value.get("top"), _TopNodes)
+            key: {**value, "top": value["top"].get().render()}
+            if isinstance(value, dict) and isinstance(value.get("top"), _Later)
             else value
             for key, value in record.items()
         }
 
+    def settle(self) -> None:
+        """Do the bookkeeping the last answers left for later (``ClusterView.defer``)."""
+        self.view.settle()
+
     def debug_state(self) -> dict[str, Any]:
+        self.settle()
         view = self.view
         state = view.state
         free_milli = state.free_milli.sum(axis=1).tolist()

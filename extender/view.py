@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -174,6 +175,30 @@ class ClusterView:
         self._missing_kinds: set[str] = set(required_kinds)
         self.conflicts = 0
         """Pods the watch placed where the view had no room (over-commit seen, clamped)."""
+        self._deferred: deque[Callable[[], object]] = deque()
+
+    # -- work that reads the view as it is now, done later ---------------------------------------
+
+    def defer(self, work: Callable[[], object]) -> None:
+        """Run ``work`` at the next :meth:`settle`, and at the latest before the view next
+        changes: bookkeeping that reads the view as it stands (what ``/debug/explain``
+        shows), taken off the answer's path and done once the answer is sent."""
+        self._deferred.append(work)
+
+    @property
+    def unsettled(self) -> bool:
+        """Whether deferred work waits for :meth:`settle`."""
+        return bool(self._deferred)
+
+    def settle(self) -> None:
+        """Run the deferred work, oldest first; a failure is logged and the rest still runs
+        (it is bookkeeping: the view itself must go on)."""
+        deferred = self._deferred
+        while deferred:
+            try:
+                deferred.popleft()()
+            except Exception:
+                log.exception("deferred bookkeeping failed")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -285,6 +310,7 @@ class ClusterView:
     # -- events ----------------------------------------------------------------------------------
 
     def apply(self, event: Event) -> None:
+        self.settle()
         if isinstance(event, Replaced):
             self._replace(event)
         elif isinstance(event, Upserted):
@@ -382,6 +408,7 @@ class ClusterView:
         a pod that does not fit raises ValueError and leaves the view unchanged, but for
         the pod's own tentative assumption elsewhere, which is gone.
         """
+        self.settle()
         state = self.state
         row = state.row_of(node)
         if row is None:
@@ -420,6 +447,7 @@ class ClusterView:
         """Take back a filter-time assumption: the pod is pending again if the watch has
         shown it, and forgotten if not (it may be gone: its deletion can reach the view
         before a filter kube-scheduler had in flight)."""
+        self.settle()
         entry = self._pods.get(uid)
         self._tentative.pop(uid, None)
         if entry is not None and entry.tentative:
@@ -445,6 +473,7 @@ class ClusterView:
 
     def forget(self, uid: str) -> None:
         """Undo an assumption whose binding failed; a confirmed pod is left alone."""
+        self.settle()
         entry = self._pods.get(uid)
         if entry is not None and entry.assumed_at_s is not None:
             self._remove(entry)

@@ -99,6 +99,11 @@ class Feasibility:
         return self.rows[self.mask]
 
     @cached_property
+    def feasible_index(self) -> IntArray:
+        """Indexes into ``rows`` of the nodes that fit."""
+        return np.flatnonzero(self.mask)
+
+    @cached_property
     def failed_check(self) -> IntArray:
         """The ``CheckKind`` of each row's first failed check, -1 where it fits."""
         failed = np.full(len(self.rows), -1, dtype=np.int64)

@@ -235,7 +235,7 @@ class ClusterState:
         slots = list(gpus)
         if len(slots) != request.gpu_count or len(set(slots)) != len(slots):
             raise ValueError(f"request needs {request.gpu_count} distinct GPUs, got slots {slots}")
-        if any(not 0 <= slot < self.gpu_count[row] for slot in slots):
+        if slots and (min(slots) < 0 or max(slots) >= int(self.gpu_count[row])):
             raise ValueError(
                 f"node {self.names[row]} has GPU slots 0..{self.gpu_count[row] - 1}, got {slots}"
             )

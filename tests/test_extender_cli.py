@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 import extender
+from benchmarks.latency import after_answer
+from extender import Metrics
 from extender.cli import main
 
 
@@ -94,3 +97,25 @@ def test_the_demo_replays_pods_through_http(
     printed = capsys.readouterr().out
     assert "placed 40, failed 0" in printed
     assert "latency (ms)" in printed
+
+
+def test_bench_latency_reports_the_issue_keys_and_the_work_after_answers(tmp_path: Path) -> None:
+    out = tmp_path / "latency.json"
+    assert main(["bench", "latency", "--nodes", "30", "--decisions", "8", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())["nodes"]["30"]
+    for key in ("filter_p99_ms", "prioritize_p99_ms", "roundtrip_p99_ms", "floor_p99_ms"):
+        assert figures[key] > 0
+    # Filter leaves explain's record and its rejection counts for after its answer.
+    assert (
+        0 < figures["filter_after_answer_mean_ms"] <= figures["filter_after_answer_p99_at_most_ms"]
+    )
+
+
+def test_after_answer_figures_come_from_the_servers_histogram() -> None:
+    metrics = Metrics()
+    for seconds in [0.0002] * 98 + [0.003, 0.003]:
+        metrics.after_answer_seconds.labels("filter").observe(seconds)
+    figures = after_answer(generate_latest(metrics.registry).decode())
+    assert figures["filter_after_answer_mean_ms"] == pytest.approx((98 * 0.2 + 6) / 100)
+    assert figures["filter_after_answer_p99_at_most_ms"] == 5.0  # the bucket holding the 99th
+    assert "prioritize_after_answer_mean_ms" not in figures  # none observed

@@ -3,10 +3,14 @@ shaped the way its Go client decodes them (k8s.io/kube-scheduler/extender/v1).""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import urllib.request
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from extender_builders import (
     RecordingBinder,
     bind_body,
@@ -21,7 +25,7 @@ from extender_builders import (
     service,
 )
 
-from extender import LiveConfig
+from extender import LiveConfig, create_app
 from extender.config import FairpackConfig
 from extender.wire import (
     ExtenderBindingResult,
@@ -667,3 +671,46 @@ async def test_prioritize_of_the_node_passed_alone_explains_that_node_as_filter_
     [ranked] = decision["prioritize"]["top"]
     assert (ranked["node"], ranked["priority"]) == (filtered["NodeNames"][0], 10)
     assert ranked["gpus"] == decision["assumed"]["gpus"]  # free before the assumption
+
+
+def test_the_answer_is_sent_before_the_bookkeeping_it_leaves_for_later() -> None:
+    """Explain's records and rejection counts are made once the answer is on the wire:
+    here that bookkeeping waits until the client has read the answer, which it could not
+    if the server did it first."""
+    extender = service(cluster())
+    order: list[str] = []
+    answered = threading.Event()
+    settle = extender.settle
+
+    def settle_after_the_answer() -> None:
+        answered.wait(timeout=10)
+        order.append("settled")
+        settle()
+
+    extender.settle = settle_after_the_answer  # type: ignore[method-assign]
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_app(extender))
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    server = threading.Thread(target=loop.run_forever, daemon=True)
+    server.start()
+    try:
+        body = orjson.dumps(filter_body(pod("p", request(gpus=2)), NAMES))
+        post = urllib.request.Request(f"http://127.0.0.1:{port}/filter", data=body)
+        with urllib.request.urlopen(post, timeout=5) as response:
+            answer = orjson.loads(response.read())
+        order.append("answered")
+        answered.set()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/explain?pod=team-a/p") as r:
+            explained = orjson.loads(r.read())
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        server.join(timeout=10)
+        loop.close()
+    assert len(answer["NodeNames"]) == 1
+    assert order[:2] == ["answered", "settled"]
+    assert explained["filter"]["rejected"] == {"node(s) have fewer than 2 GPUs": 1}
+    assert explained["filter"]["top"][0]["node"] == answer["NodeNames"][0]

@@ -497,3 +497,49 @@ def test_lapsed_filter_assumptions_leave_the_view_equal_to_a_fresh_list(
     assert ledger.smallest_pending == fresh_ledger.smallest_pending
     assert view.pending_multi_gpu_pods() == fresh.pending_multi_gpu_pods()
     assert view.assumed_count == 0
+
+
+# -- work deferred past an answer --------------------------------------------------------------
+
+
+def test_deferred_work_runs_at_settle_and_before_any_change() -> None:
+    view = ClusterView([node("gpu-0")])
+    seen: list[str] = []
+    free_then = []
+
+    def read_free() -> None:
+        free_then.append(int(view.state.free_milli[0].sum()))
+
+    view.defer(read_free)
+    view.defer(lambda: seen.append("second"))
+    assert view.unsettled and not free_then  # nothing ran yet
+    # A change settles first: the work reads the view as it was when deferred.
+    view.apply(Upserted("pod", pod_info("p", "gpu-0", request(gpus=2))))
+    assert free_then == [8000] and seen == ["second"] and not view.unsettled
+    assert int(view.state.free_milli[0].sum()) == 6000
+
+    for change in (
+        lambda: view.assume(pod_info("q", req=request(gpus=1)), "gpu-0", [7], tentative=True),
+        lambda: view.unassume("q"),
+        lambda: view.forget("p"),
+    ):
+        view.defer(read_free)
+        change()
+        assert not view.unsettled
+    assert free_then == [8000, 6000, 5000, 6000]
+    view.defer(lambda: seen.append("at settle"))
+    view.settle()
+    assert seen == ["second", "at settle"]
+
+
+def test_failing_deferred_work_is_logged_and_the_rest_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    view = ClusterView([node("gpu-0")])
+    ran: list[int] = []
+    view.defer(lambda: 1 / 0)
+    view.defer(lambda: ran.append(1))
+    view.apply(Upserted("pod", pod_info("p", "gpu-0", request(gpus=1))))
+    assert ran == [1]
+    assert "deferred bookkeeping failed" in caplog.text
+    assert int(view.state.free_milli[0].sum()) == 7000
