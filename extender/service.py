@@ -580,24 +580,7 @@ class Extender:
             state.over_share_teams = frozenset()
             return _FairContext(None)
         quotas = self.view.quota_gpus_by_team()
-        cache_key = (
-            self.view.fair_version,
-            state.uid,
-            fairness,
-            tuple(sorted(quotas.items())),
-        )
-        cached = self._fair_cache
-        if cached is None or cached[0] != cache_key:
-            cached = (cache_key, self._fair_context(state, quotas))
-            self._fair_cache = cached
-            shares = cached[1].shares
-            assert shares is not None
-            shown = self._deserved_shown
-            for team, deserved in zip(shares.teams, shares.deserved.tolist(), strict=True):
-                if shown.get(team) != deserved:  # an assumption seldom moves them
-                    shown[team] = deserved
-                    self.metrics.gpus_deserved.labels(team).set(deserved)
-        context: _FairContext = cached[1]
+        context = self._fair_shares(state, quotas)
         placement = self.view.lookup(key.uid)
         if request.gpu_count and (placement is None or placement.node):
             # Not pending in the view (no watch yet, or a bind it has not caught up with):
@@ -623,6 +606,33 @@ class Extender:
         assert context.shares is not None
         state.over_share_teams = context.shares.over_share_teams
         return context
+
+    def _fair_shares(self, state: ClusterState, quotas: Mapping[str, int]) -> _FairContext:
+        """The view's fair shares, kept while no team's GPUs, demand or weight changes."""
+        cache_key = (
+            self.view.fair_version,
+            state.uid,
+            self.config.current.policy.fairness,
+            tuple(sorted(quotas.items())),
+        )
+        cached = self._fair_cache
+        if cached is None or cached[0] != cache_key:
+            cached = (cache_key, self._fair_context(state, quotas))
+            self._fair_cache = cached
+            shares = cached[1].shares
+            assert shares is not None
+            shown = self._deserved_shown
+            for team, deserved in zip(shares.teams, shares.deserved.tolist(), strict=True):
+                if shown.get(team) != deserved:  # an assumption seldom moves them
+                    shown[team] = deserved
+                    self.metrics.gpus_deserved.labels(team).set(deserved)
+        return cached[1]
+
+    def _warm_fair_shares(self) -> None:
+        """After an assumption, the shares the next pod's filter will ask for (unless a
+        change comes first, which makes them again)."""
+        if self.config.current.policy.fairness.enabled:
+            self._fair_shares(self.view.state, self.view.quota_gpus_by_team())
 
     def _with_pod(
         self, context: _FairContext, request: PodRequest, quotas: Mapping[str, int]
@@ -833,6 +843,7 @@ class Extender:
         top = _Later(partial(_TopNodes.of, state, outcome, best, chosen_free))
         if len(passed) == 1 and request.gpu_count:
             self._assume_at_filter(state, key, request, int(rows[passing[0]]))
+            self.view.defer(self._warm_fair_shares)
         self._memo = None
         if self.shortcuts and passed and not held_reasons:
             # A prioritize of this pod over the nodes passed is answered from this

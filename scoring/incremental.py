@@ -7,8 +7,9 @@ pass column and each term's values over every candidate, with the row versions
 they were taken at; the next call evaluates only the rows whose version moved,
 and patches them in.  The answer equals ``evaluate``'s: a term's value for a node
 is a function of that node's row alone (the tests hold every term to it), except
-for the terms in :data:`CANDIDATE_SET_TERMS`, which compare the candidates and
-are taken again over all of them.
+for memory fit, which divides by the smallest GPU memory among the candidates that
+fit: a count of those candidates per memory size tells when that changes, and the
+term is taken again over every candidate only then.
 
 Evaluations handed out are never written to afterwards (patches go to copies),
 so a caller may keep one.
@@ -32,10 +33,12 @@ from scoring.policy import PolicyConfig
 from scoring.request import PodClass, PodRequest
 from scoring.state import BoolArray, ClusterState, IntArray
 from scoring.terms import POD_FIELDS, SHAPE_TERMS, TERMS, reads_over_share
+from scoring.terms.memory_fit import fit_to
 
-CANDIDATE_SET_TERMS = frozenset({"memory_fit"})
+MEMORY_FIT = "memory_fit"
+CANDIDATE_SET_TERMS = frozenset({MEMORY_FIT})
 """Terms whose value for a node depends on the other candidates (memory fit divides
-by the smallest candidate GPU)."""
+by the smallest candidate GPU): kept by :class:`_MemoryFloor`, not patched row by row."""
 
 REDO_SHARE = 0.25
 """With more than this share of the candidates changed, evaluate them all afresh."""
@@ -60,7 +63,9 @@ class _Columns:
     shared_gpu: IntArray
     """Per candidate, the GPU a sharing request takes there (-1 where none fits)."""
     terms: dict[str, FloatArray]
-    """Each row-local term's value per candidate (meaningless where infeasible)."""
+    """Each term's value per candidate (meaningless where infeasible)."""
+    floor: _MemoryFloor | None
+    """What memory fit reads of the candidates (None: it is not weighted)."""
     evaluation: Evaluation
 
     def serves(
@@ -176,6 +181,62 @@ def _same_mix(
 
 
 @dataclass(frozen=True)
+class _MemoryFloor:
+    """The smallest GPU memory among the candidates that fit, for memory fit: a count of
+    them per memory size, moved by the candidates that changed."""
+
+    request: PodRequest
+    memory: IntArray
+    """Per candidate, its GPUs' memory in MiB (0: unknown)."""
+    sizes: IntArray
+    """The distinct known memory sizes, ascending."""
+    size_of: IntArray
+    """Per candidate, its index into ``sizes`` (-1: unknown)."""
+    fitting: IntArray
+    """Per size, how many candidates that fit have it."""
+
+    @classmethod
+    def of(
+        cls, state: ClusterState, request: PodRequest, rows: IntArray, mask: BoolArray
+    ) -> _MemoryFloor:
+        memory = state.gpu_memory_mib[rows]
+        known = memory > 0
+        sizes = np.unique(memory[known])
+        size_of = np.where(known, np.searchsorted(sizes, memory), -1)
+        return cls(request, memory, sizes, size_of, cls._count(sizes, size_of[mask]))
+
+    @staticmethod
+    def _count(sizes: IntArray, size_of: IntArray) -> IntArray:
+        return np.bincount(size_of[size_of >= 0], minlength=len(sizes))
+
+    @property
+    def smallest(self) -> np.int64 | None:
+        present = np.flatnonzero(self.fitting)
+        return self.sizes[present[0]] if len(present) else None
+
+    def moved(self, changed: IntArray, was: BoolArray, now: BoolArray) -> _MemoryFloor:
+        """The floor once the candidates at ``changed`` fit as ``now`` says (``was`` before)."""
+        size_of = self.size_of[changed]
+        fitting = (
+            self.fitting
+            - self._count(self.sizes, size_of[was[changed]])
+            + self._count(self.sizes, size_of[now[changed]])
+        )
+        return replace(self, fitting=fitting)
+
+    def fit(self, at: IntArray | None = None) -> FloatArray:
+        """memory fit's value for every candidate (or those ``at``)."""
+        memory = self.memory if at is None else self.memory[at]
+        if not self.request.gpu_count:
+            return np.ones(len(memory))
+        return fit_to(self.smallest, memory)
+
+
+def _same_floor(a: np.int64 | None, b: np.int64 | None) -> bool:
+    return a is None if b is None else a is not None and a == b
+
+
+@dataclass(frozen=True)
 class _Part:
     """The checks and the row-local terms of some candidates, one value per candidate."""
 
@@ -220,9 +281,11 @@ def _fresh(
 ) -> _Columns:
     part = _row_local(state, request, rows, policy, fragments)
     feasibility = part.feasibility
-    evaluation = _assemble(
-        state, request, feasibility, part.shared_gpu, part.terms, policy, fragments
-    )
+    terms, floor = part.terms, None
+    if policy.weights.get(MEMORY_FIT, 0) > 0:
+        floor = _MemoryFloor.of(state, request, rows, feasibility.mask)
+        terms = {**terms, MEMORY_FIT: floor.fit()}
+    evaluation = _assemble(state, request, feasibility, part.shared_gpu, terms, policy, fragments)
     return _Columns(
         state,
         rows,
@@ -234,7 +297,8 @@ def _fresh(
         feasibility.mask,
         feasibility.failed_check,
         part.shared_gpu,
-        part.terms,
+        terms,
+        floor,
         evaluation,
     )
 
@@ -271,6 +335,15 @@ def _patched(
         for name, column in entry.terms.items()
         if name in part.terms
     }
+    floor = entry.floor
+    if floor is not None:
+        moved = floor.moved(changed, entry.mask, mask)
+        terms[MEMORY_FIT] = (
+            patch(entry.terms[MEMORY_FIT], moved.fit(changed))
+            if _same_floor(moved.smallest, floor.smallest)
+            else moved.fit()  # a smaller size now fits, or the smallest no longer does
+        )
+        floor = moved
     feasibility = Feasibility(request, rows, mask, checks)
     # Feasibility.failed_check is a cached property: hand it the patched column.
     failed_check = patch(entry.failed_check, part.feasibility.failed_check)
@@ -289,6 +362,7 @@ def _patched(
         failed_check=failed_check,
         shared_gpu=shared_gpu,
         terms=terms,
+        floor=floor,
         evaluation=evaluation,
     )
 

@@ -237,3 +237,29 @@ def test_a_shape_mix_that_is_gone_is_not_taken_for_no_mix() -> None:
     assert_same(
         incremental.evaluate(state, request, rows, policy), evaluate(state, request, rows, policy)
     )
+
+
+def test_memory_fit_follows_the_smallest_gpu_that_fits_as_it_fills_and_drains() -> None:
+    # 24, 48 and 80 GiB GPUs and one of unknown memory, two GPUs a node, 20 nodes:
+    # one pod changes one node, well under the share that is evaluated afresh.
+    sizes = [24_576, 49_152, 81_920, 0]
+    state = state_of(*(node(f"n{i}", 2, gpu_memory_mib=sizes[i % 4]) for i in range(20)))
+    rows = np.arange(state.n_nodes)
+    incremental = IncrementalEvaluator()
+    request, policy = whole(2, 1_000), PolicyConfig()
+    smallest_seen, placed = [], []
+    # Fill every node by the policy's own choice, then drain in reverse.
+    while (evaluation := incremental.evaluate(state, request, rows, policy)).best() is not None:
+        assert_same(evaluation, evaluate(state, request, rows, policy))
+        fit = evaluation.terms["memory_fit"]
+        smallest_seen.append(int(evaluation.rows[fit == 1.0][0]))
+        row = int(evaluation.rows[evaluation.best()])
+        state.place(row, request, (0, 1))
+        placed.append(row)
+    for row in reversed(placed):
+        state.release(row, request, (0, 1))
+        evaluation = incremental.evaluate(state, request, rows, policy)
+        assert_same(evaluation, evaluate(state, request, rows, policy))
+    assert incremental.patched == 2 * len(placed)  # never evaluated afresh
+    # Memory fit took the 24 GiB nodes first: the smallest size that fits moved up.
+    assert {sizes[row % 4] for row in smallest_seen} >= {24_576, 49_152}

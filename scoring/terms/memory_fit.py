@@ -13,6 +13,7 @@ import numpy as np
 
 from scoring.candidates import Candidates
 from scoring.fragmentation import FloatArray
+from scoring.state import IntArray
 
 
 def memory_fit(candidates: Candidates) -> FloatArray:
@@ -20,10 +21,18 @@ def memory_fit(candidates: Candidates) -> FloatArray:
     if candidates.request.gpu_count == 0 or len(rows) == 0:
         return np.ones(len(rows))
     memory = candidates.state.gpu_memory_mib[rows]
-    known = memory > 0
-    if not known.any():
-        return np.ones(len(rows))
-    smallest = memory[known].min()
-    return np.divide(  # type: ignore[no-any-return]
-        smallest, memory, out=np.ones(len(rows)), where=known
-    )
+    return fit_to(smallest_memory(memory), memory)
+
+
+def smallest_memory(memory: IntArray) -> np.int64 | None:
+    """The smallest known per-GPU memory (None: none is known)."""
+    known = memory[memory > 0]
+    return known.min() if len(known) else None
+
+
+def fit_to(smallest: np.int64 | None, memory: IntArray) -> FloatArray:
+    """The term for GPUs of ``memory`` MiB when the smallest candidate has ``smallest``:
+    each node's value depends on the other candidates through ``smallest`` alone."""
+    if smallest is None:
+        return np.ones(len(memory))
+    return np.divide(smallest, memory, out=np.ones(len(memory)), where=memory > 0)
