@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from extender.collector import collector_paused
 from extender.config import describe_validation_error
 from extender.errors import BadRequestError
 from extender.service import Extender, resources_alone_place
@@ -193,33 +194,41 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
                 _ERROR_BODIES[name]("body could not be read"),
                 _now(),
             )
-        start = _now()
-        try:
-            result = await handler(extender, body)
-            status = 200
-        except BadRequestError as exc:
-            reason = _one_line(str(exc))
-            log.info("%s: 400 %s", name, reason)
-            result, status = _ERROR_BODIES[name](reason), 400
-        except Exception:
-            log.exception("%s failed", name)
-            result, status = _ERROR_BODIES[name]("internal error in fairpack (see its log)"), 500
-        response = _respond(extender, name, status, result, start)
-        if extender.view.unsettled:
-            # Send the answer, then do what the request left for later (explain's records,
-            # rejection counts): kube-scheduler is busy with its own side meanwhile.
+        if name not in _COMPUTE_VERBS:  # bind waits for the API server: no pause across it
+            return await _answer(extender, name, handler, body)
+        # Computed and sent with the collector held off; then a collection that fell due,
+        # and what the request left for later (explain's records, rejection counts), run
+        # while kube-scheduler is busy with its own side.
+        with collector_paused.answering():
+            response = await _answer(extender, name, handler, body)
             try:
                 await response.prepare(request)
                 await response.write_eof()
-            finally:
-                settled = time.perf_counter()
-                extender.settle()
-                extender.metrics.after_answer_seconds.labels(name).observe(
-                    time.perf_counter() - settled
-                )
+            except ConnectionError as exc:  # the client went away: the view must still settle
+                log.info("%s: the answer could not be sent: %s", name, exc)
+            answered = time.perf_counter(), time.thread_time()
+        extender.settle()
+        metrics = extender.metrics
+        metrics.after_answer_seconds.labels(name).observe(time.perf_counter() - answered[0])
+        metrics.request_cpu_seconds.labels(name).inc(time.thread_time() - answered[1])
         return response
 
     return handle
+
+
+async def _answer(extender: Extender, name: str, handler: Handler, body: bytes) -> web.Response:
+    start = _now()
+    try:
+        result = await handler(extender, body)
+        status = 200
+    except BadRequestError as exc:
+        reason = _one_line(str(exc))
+        log.info("%s: 400 %s", name, reason)
+        result, status = _ERROR_BODIES[name](reason), 400
+    except Exception:
+        log.exception("%s failed", name)
+        result, status = _ERROR_BODIES[name]("internal error in fairpack (see its log)"), 500
+    return _respond(extender, name, status, result, start)
 
 
 _COMPUTE_VERBS = frozenset({"filter", "prioritize", "preempt"})

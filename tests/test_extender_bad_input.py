@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from extender_builders import (
     bind_body,
@@ -422,3 +425,32 @@ def test_random_bodies_never_get_a_5xx(
     if status == 400:
         reason = orjson.loads(payload)["Error"]
         assert reason and "\n" not in reason
+
+
+async def test_a_client_gone_before_its_answer_is_sent_is_logged_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    extender = service([node("gpu-0"), node("gpu-1")])
+    filter_ = extender.filter
+    requests: list[web.Request] = []
+
+    def hang_up_then_filter(*args: Any) -> Any:
+        requests[-1].transport.close()  # type: ignore[union-attr]
+        return filter_(*args)
+
+    extender.filter = hang_up_then_filter  # type: ignore[method-assign]
+
+    @web.middleware
+    async def remember(request: web.Request, handler: Any) -> web.StreamResponse:
+        requests.append(request)
+        return await handler(request)
+
+    app = create_app(extender)
+    app.middlewares.append(remember)
+    async with TestClient(TestServer(app)) as client:
+        with pytest.raises(aiohttp.ClientError):
+            await client.post("/filter", data=orjson.dumps(filter_body(good_pod(), NAMES)))
+        await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not extender.view.unsettled  # the bookkeeping was still done
+    assert extender.explain("team-a/p")["filter"]["top"]  # type: ignore[index]
