@@ -426,9 +426,8 @@ def pod_pages(nodes: list[NodeSpec], pod_count: int, page_size: int = 500) -> It
 
 def main_view(args: argparse.Namespace) -> int:
     from extender import ClusterView, LiveConfig, Metrics
-    from extender.collector import collector_paused
     from extender.view import KINDS
-    from extender.watch import ViewFeed
+    from extender.watch import ViewFeed, collector_paused
 
     nodes = synthetic_nodes(args.nodes, args.seed)
     node_page = orjson.dumps({"kind": "NodeList", "items": [node_manifest(n) for n in nodes]})
@@ -437,7 +436,7 @@ def main_view(args: argparse.Namespace) -> int:
     view = ClusterView(required_kinds=KINDS)
     feed = ViewFeed(view, LiveConfig(), Metrics())
     sync_s = 0.0
-    # The collector pauses as in the reflectors' lists (extender.collector).
+    # The collector pauses as in the reflectors' lists (extender.watch.collector_paused).
     with collector_paused:
         started = time.perf_counter()
         feed.list("node", orjson.loads(node_page)["items"])

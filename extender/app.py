@@ -24,7 +24,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from extender.collector import collector_paused
 from extender.config import describe_validation_error
 from extender.errors import BadRequestError
 from extender.service import Extender, resources_alone_place
@@ -194,23 +193,21 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
                 _ERROR_BODIES[name]("body could not be read"),
                 _now(),
             )
-        if name not in _COMPUTE_VERBS:  # bind waits for the API server: no pause across it
-            return await _answer(extender, name, handler, body)
-        # Computed and sent with the collector held off; then a collection that fell due,
-        # and what the request left for later (explain's records, rejection counts), run
-        # while kube-scheduler is busy with its own side.
-        with collector_paused.answering():
-            response = await _answer(extender, name, handler, body)
+        response = await _answer(extender, name, handler, body)
+        if extender.view.unsettled:
+            # Send the answer, then do what the request left for later (explain's records,
+            # rejection counts): kube-scheduler is busy with its own side meanwhile.
             try:
                 await response.prepare(request)
                 await response.write_eof()
             except ConnectionError as exc:  # the client went away: the view must still settle
                 log.info("%s: the answer could not be sent: %s", name, exc)
             answered = time.perf_counter(), time.thread_time()
-        extender.settle()
-        metrics = extender.metrics
-        metrics.after_answer_seconds.labels(name).observe(time.perf_counter() - answered[0])
-        metrics.request_cpu_seconds.labels(name).inc(time.thread_time() - answered[1])
+            extender.settle()
+            metrics = extender.metrics
+            metrics.after_answer_seconds.labels(name).observe(time.perf_counter() - answered[0])
+            if name in _COMPUTE_VERBS:
+                metrics.request_cpu_seconds.labels(name).inc(time.thread_time() - answered[1])
         return response
 
     return handle

@@ -44,9 +44,8 @@ class Metrics:
         self.request_cpu_seconds = Counter(
             "fairpack_request_cpu_seconds",
             "CPU time spent on filter, prioritize and preempt: body parsing to response, and"
-            " the bookkeeping and garbage collection done after it. Well below"
-            " fairpack_request_duration_seconds_sum + fairpack_after_answer_seconds_sum:"
-            " fairpack waited for a CPU.",
+            " the bookkeeping done after it. Well below fairpack_request_duration_seconds_sum"
+            " + fairpack_after_answer_seconds_sum: fairpack waited for a CPU.",
             ["verb"],
             registry=r,
         )

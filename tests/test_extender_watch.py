@@ -14,7 +14,6 @@ import pytest
 from extender_builders import kube_node, node, pod, request
 
 from extender import ClusterView, LiveConfig, Metrics
-from extender.collector import CollectorPause
 from extender.view import KINDS
 from extender.watch import Page, Reflector, SourceError, ViewFeed
 
@@ -185,10 +184,9 @@ class GatedSource(FakeSource):
 async def test_the_collector_is_off_while_any_list_runs_then_the_view_is_frozen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import extender.collector
     import extender.watch
 
-    monkeypatch.setattr(extender.watch, "collector_paused", extender.collector.CollectorPause())
+    monkeypatch.setattr(extender.watch, "collector_paused", extender.watch._CollectorPause())
     view, sink, _ = feed()
     slow = GatedSource([[Page([kube_node(node("n0"))], "1", "more"), Page([], "2", None)]])
     fast = FakeSource([[Page([], "1", None)]], [])
@@ -219,7 +217,9 @@ class Cycle:
 
 
 def test_the_first_sync_freezes_no_garbage_and_a_failed_list_freezes_nothing() -> None:
-    pause = CollectorPause()
+    from extender.watch import _CollectorPause
+
+    pause = _CollectorPause()
     gc.enable()
     try:
         frozen_before = gc.get_freeze_count()
@@ -233,52 +233,6 @@ def test_the_first_sync_freezes_no_garbage_and_a_failed_list_freezes_nothing() -
         assert gc.get_freeze_count() > frozen_before
         gc.collect()
         assert garbage() is None  # collected before the freeze, not kept for ever
-    finally:
-        gc.unfreeze()
-        gc.enable()
-
-
-def test_a_collection_due_while_answering_runs_once_the_answer_is_done() -> None:
-    pause = CollectorPause()
-    collections: list[str] = []
-
-    def seen(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            collections.append(where)
-
-    gc.enable()
-    gc.callbacks.append(seen)
-    try:
-        where = "answering"
-        with pause.answering():
-            assert not gc.isenabled()
-            _ = [[] for _ in range(5 * gc.get_threshold()[0])]  # enough to be due
-            where = "after"
-        assert gc.isenabled()
-        assert collections and set(collections) == {"after"}
-    finally:
-        gc.callbacks.remove(seen)
-        gc.enable()
-
-
-def test_a_list_ending_while_an_answer_is_computed_freezes_when_the_answer_is_done() -> None:
-    pause = CollectorPause()
-    gc.enable()
-    try:
-        frozen_before = gc.get_freeze_count()
-        answer = pause.answering()
-        with pause:  # the first sync's list
-            answer.__enter__()
-        assert not gc.isenabled()  # the answer still holds the collector off
-        assert gc.get_freeze_count() == frozen_before
-        answer.__exit__(None, None, None)
-        assert gc.isenabled()
-        assert gc.get_freeze_count() > frozen_before  # the sync's freeze, not lost
-        # An answer alone never freezes: only a complete sync does.
-        gc.unfreeze()
-        with pause.answering():
-            pass
-        assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
         gc.enable()
