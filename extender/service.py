@@ -56,7 +56,7 @@ from scoring.feasibility import CheckKind, check_feasibility
 from scoring.fragmentation import FloatArray
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
-from scoring.incremental import IncrementalEvaluator
+from scoring.incremental import IncrementalEvaluator, Scored
 from scoring.placement import MAX_EXTENDER_PRIORITY
 from scoring.policy import StarvationConfig
 from scoring.starvation import is_starving, kept_off, reserved_rows
@@ -124,19 +124,28 @@ class PodKey:
 class Outcome:
     """One evaluation spread over the request's known nodes (in request order).
 
-    ``evaluation`` covers one representative per group of identical nodes;
+    ``source`` covers one representative per group of identical nodes;
     ``group`` maps each requested row to its representative's index there.
     """
 
-    evaluation: Evaluation
+    source: Evaluation | Scored
+    """The evaluation, or (every requested row evaluated) what a decision reads of it,
+    the rest made when first asked for."""
     group: IntArray
     rows: IntArray
     grouped: bool = True
     """False: every requested row was evaluated, ``group`` is 0, 1, 2, ..."""
 
     @property
+    def evaluation(self) -> Evaluation:
+        source = self.source
+        return source if isinstance(source, Evaluation) else source.evaluation
+
+    @property
     def mask(self) -> BoolArray:
-        mask = self.evaluation.feasibility.mask
+        if isinstance(self.source, Scored):
+            return self.source.mask
+        mask = self.source.feasibility.mask
         return mask[self.group] if self.grouped else mask
 
     @property
@@ -147,20 +156,23 @@ class Outcome:
     def _scores(self, among: BoolArray | None) -> tuple[IntArray, FloatArray, int | None]:
         """The feasible requested rows (within ``among``), their scores, and the index of
         the best among them (None when there are none)."""
-        evaluation = self.evaluation
-        if not self.grouped and among is None:
-            feasible = evaluation.feasibility.feasible_index
-            score = evaluation.score
+        source = self.source
+        if isinstance(source, Scored):
+            feasible = np.flatnonzero(source.mask if among is None else source.mask & among)
+            score = source.score[feasible]
+        elif not self.grouped and among is None:
+            feasible = source.feasibility.feasible_index
+            score = source.score
         else:
-            by_representative = np.zeros(len(evaluation.feasibility.mask))
-            by_representative[evaluation.feasibility.mask] = evaluation.score
+            by_representative = np.zeros(len(source.feasibility.mask))
+            by_representative[source.feasibility.mask] = source.score
             mask = self.mask if among is None else self.mask & among
             feasible = np.flatnonzero(mask)
             score = by_representative[self.group[feasible]]
         if len(feasible) == 0:
             return feasible, np.zeros(0), None
-        near = np.flatnonzero(score >= score.max() - evaluation.tie_tolerance - 1e-12)
-        tie_break = evaluation.state.tie_break[self.rows[feasible[near]]]
+        near = np.flatnonzero(score >= score.max() - source.tie_tolerance - 1e-12)
+        tie_break = source.state.tie_break[self.rows[feasible[near]]]
         return feasible, score, int(near[np.argmin(tie_break)])
 
     def priorities(self) -> IntArray:
@@ -766,13 +778,12 @@ class Extender:
         if grouping and self._group_share > _GROUPING_PAYS_BELOW:
             grouping = self._decisions % _REGROUP_CHECK_EVERY == 0
         if not grouping:
-            evaluation = (
-                self._incremental.evaluate(
+            if incremental and self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES:
+                scored = self._incremental.score(
                     state, request, rows, self.config.current.policy, self.fragments.aggregates
                 )
-                if incremental and self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES
-                else self._evaluate(state, request, rows)
-            )
+                return Outcome(scored, np.arange(len(rows)), rows, grouped=False)
+            evaluation = self._evaluate(state, request, rows)
             return Outcome(evaluation, np.arange(len(rows)), rows, grouped=False)
         groups = self._groups
         if len(groups.group) and int(groups.group.max()) > _REGROUP_AFTER * max(state.n_nodes, 1):
@@ -892,6 +903,9 @@ class Extender:
         else:  # the reasons are the answer
             record["rejected"] = rejections((failed, unresolvable))
         self.view.defer(top.get)
+        # The rest of the evaluation (explain's, the rejection counts') was left to be
+        # made from what the call fixed: after the answer, or when first read.
+        self.view.defer(self._incremental.complete)
         result: dict[str, Any] = {
             "Nodes": None,
             "NodeNames": passed,

@@ -13,6 +13,11 @@ term is taken again over every candidate only then.
 
 Evaluations handed out are never written to afterwards (patches go to copies),
 so a caller may keep one.
+
+A decision reads little of an evaluation: which candidates fit, and their weighted
+score.  :meth:`IncrementalEvaluator.score` patches those at once and the rest (each
+check's column, each term's, the :class:`Evaluation` itself) when first asked for,
+from inputs fixed at the call: the service asks after its answer is sent.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -28,7 +34,7 @@ from scoring.candidates import Candidates
 from scoring.feasibility import CheckKind, Feasibility, check_feasibility
 from scoring.fragmentation import FloatArray, FragmentAggregates
 from scoring.gpus import tightest_gpu
-from scoring.placement import Evaluation, weigh
+from scoring.placement import Evaluation, total_weight, weigh, weighted_mean
 from scoring.policy import PolicyConfig
 from scoring.request import PodClass, PodRequest
 from scoring.state import BoolArray, ClusterState, IntArray
@@ -44,11 +50,14 @@ REDO_SHARE = 0.25
 """With more than this share of the candidates changed, evaluate them all afresh."""
 
 
-@dataclass(frozen=True)
-class _Columns:
-    """One request's evaluation spread over every candidate, and what it depends on."""
+@dataclass(frozen=True, eq=False)
+class _Taken:
+    """What one request's evaluation over every candidate holds for a decision, and
+    what it depends on."""
 
     state: ClusterState
+    request: PodRequest
+    """The scoring key the evaluation was taken for."""
     rows: IntArray
     policy: PolicyConfig
     fragments: Callable[[], FragmentAggregates | None]
@@ -57,16 +66,12 @@ class _Columns:
     over_share: frozenset[str] | None
     """The over-share teams, when a weighted term reads them."""
     versions: IntArray
-    checks: tuple[tuple[CheckKind, BoolArray], ...]
     mask: BoolArray
-    failed_check: IntArray
-    shared_gpu: IntArray
-    """Per candidate, the GPU a sharing request takes there (-1 where none fits)."""
-    terms: dict[str, FloatArray]
-    """Each term's value per candidate (meaningless where infeasible)."""
+    score: FloatArray
+    """Each candidate's weighted score, the Evaluation's where ``mask`` holds
+    (meaningless elsewhere)."""
     floor: _MemoryFloor | None
     """What memory fit reads of the candidates (None: it is not weighted)."""
-    evaluation: Evaluation
 
     def serves(
         self,
@@ -82,6 +87,68 @@ class _Columns:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class _Columns(_Taken):
+    """A request's whole evaluation spread over every candidate."""
+
+    checks: tuple[tuple[CheckKind, BoolArray], ...]
+    failed_check: IntArray
+    shared_gpu: IntArray
+    """Per candidate, the GPU a sharing request takes there (-1 where none fits)."""
+    terms: dict[str, FloatArray]
+    """Each term's value per candidate (meaningless where infeasible)."""
+    evaluation: Evaluation
+
+    @property
+    def full(self) -> _Columns:
+        return self
+
+
+@dataclass(frozen=True, eq=False)
+class _Quick(_Taken):
+    """An entry patched only where a decision reads it (mask, score, memory floor); the
+    rest is patched into its columns when first asked for, from inputs fixed here (the
+    earlier entry, the rows changed and their evaluation), never from the state, which
+    may have moved on by then."""
+
+    complete: Callable[[], _Columns] | None
+
+    @cached_property
+    def full(self) -> _Columns:
+        assert self.complete is not None
+        columns = self.complete()
+        object.__setattr__(self, "complete", None)  # let go of the earlier entry
+        return columns
+
+
+_Entry = _Columns | _Quick
+
+
+@dataclass(frozen=True, eq=False)
+class Scored:
+    """One request's answer over the candidates: which fit, and their weighted score,
+    at once; the whole :class:`Evaluation` when first asked for."""
+
+    state: ClusterState
+    request: PodRequest
+    rows: IntArray
+    mask: BoolArray
+    """Per candidate, whether the pod fits there."""
+    score: FloatArray
+    """Per candidate, the evaluation's score where ``mask`` holds (meaningless elsewhere)."""
+    tie_tolerance: float
+    entry: _Entry
+
+    @cached_property
+    def evaluation(self) -> Evaluation:
+        evaluation = self.entry.full.evaluation
+        return (
+            evaluation
+            if evaluation.request == self.request
+            else replace(evaluation, request=self.request)
+        )
+
+
 class IncrementalEvaluator:
     """``evaluate(state, request, rows, policy, fragments)``, remembered per request.
 
@@ -93,7 +160,7 @@ class IncrementalEvaluator:
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
-        self._entries: OrderedDict[PodRequest, _Columns] = OrderedDict()
+        self._entries: OrderedDict[PodRequest, _Entry] = OrderedDict()
         """By :func:`scoring_key`, least recently used first."""
         self.patched = 0
         """Evaluations answered by patching changed rows (or none) into a remembered one."""
@@ -108,6 +175,18 @@ class IncrementalEvaluator:
         policy: PolicyConfig,
         fragments: FragmentAggregates | None = None,
     ) -> Evaluation:
+        return self.score(state, request, rows, policy, fragments).evaluation
+
+    def score(
+        self,
+        state: ClusterState,
+        request: PodRequest,
+        rows: IntArray,
+        policy: PolicyConfig,
+        fragments: FragmentAggregates | None = None,
+    ) -> Scored:
+        """What :meth:`evaluate` gives, its Evaluation made when first asked for (call
+        :meth:`complete` or read it before ``state`` changes if it is to be kept long)."""
         if state is not self._state or policy is not self._policy:
             # No entry can serve again: let go of the old arrays at once.
             self._entries.clear()
@@ -120,25 +199,31 @@ class IncrementalEvaluator:
             if len(changed) <= REDO_SHARE * len(rows):
                 self.patched += 1
                 if len(changed) or not _same_mix(entry.fragments, fragments):
-                    entry = _patched(entry, changed, versions, fragments)
+                    entry = _patch(entry, changed, versions, fragments)
                     self._remember(key, entry)
                 else:
                     self._entries.move_to_end(key)
-                evaluation = entry.evaluation
-                return (
-                    evaluation
-                    if evaluation.request == request
-                    else replace(evaluation, request=request)
-                )
+                return _scored(entry, request)
         entry = _fresh(state, request, rows, policy, fragments)
         self._remember(key, entry)
-        return entry.evaluation
+        return _scored(entry, request)
 
-    def _remember(self, key: PodRequest, entry: _Columns) -> None:
+    def complete(self) -> None:
+        """Patch every remembered entry's columns in full now (they read no state)."""
+        for key, entry in self._entries.items():
+            if isinstance(entry, _Quick):
+                self._entries[key] = entry.full
+
+    def _remember(self, key: PodRequest, entry: _Entry) -> None:
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+
+def _scored(entry: _Entry, request: PodRequest) -> Scored:
+    tie_tolerance = entry.policy.tie_tolerance / total_weight(entry.policy)
+    return Scored(entry.state, request, entry.rows, entry.mask, entry.score, tie_tolerance, entry)
 
 
 def scoring_key(request: PodRequest, policy: PolicyConfig) -> PodRequest:
@@ -288,34 +373,85 @@ def _fresh(
     evaluation = _assemble(state, request, feasibility, part.shared_gpu, terms, policy, fragments)
     return _Columns(
         state,
+        request,
         rows,
         policy,
         _weakly(fragments),
         _over_share(state, policy),
         state.row_version[rows],
-        feasibility.checks,
         feasibility.mask,
+        _spread(evaluation),
+        floor,
+        feasibility.checks,
         feasibility.failed_check,
         part.shared_gpu,
         terms,
-        floor,
         evaluation,
     )
 
 
-def _patched(
-    entry: _Columns,
+def _spread(evaluation: Evaluation) -> FloatArray:
+    """The evaluation's score per candidate (0 where the pod does not fit)."""
+    mask = evaluation.feasibility.mask
+    score = np.zeros(len(mask))
+    score[mask] = evaluation.score
+    return score
+
+
+def _patch(
+    entry: _Entry,
     changed: IntArray,
     versions: IntArray,
     fragments: FragmentAggregates | None,
+) -> _Entry:
+    """``entry`` with the candidates at ``changed`` evaluated again: at once only where a
+    decision reads it, unless the shape mix or the smallest GPU memory that fits changed
+    (then every candidate's score moves, and the whole entry is patched now)."""
+    if not _same_mix(entry.fragments, fragments):
+        return _patched(entry.full, changed, versions, fragments)
+    state, request, rows, policy = entry.state, entry.request, entry.rows, entry.policy
+    part = _row_local(state, request, rows[changed], policy, fragments)
+    mask = entry.mask.copy()
+    mask[changed] = part.feasibility.mask
+    floor, terms = entry.floor, part.terms
+    if floor is not None:
+        moved = floor.moved(changed, entry.mask, mask)
+        if not _same_floor(moved.smallest, floor.smallest):
+            return _patched(entry.full, changed, versions, fragments, part)
+        floor, terms = moved, {**terms, MEMORY_FIT: moved.fit(changed)}
+    score = entry.score.copy()
+    score[changed] = weighted_mean(terms, policy, len(changed))
+    return _Quick(
+        state,
+        request,
+        rows,
+        policy,
+        entry.fragments,
+        entry.over_share,
+        versions,
+        mask,
+        score,
+        floor,
+        partial(_patched, entry, changed, versions, fragments, part),
+    )
+
+
+def _patched(
+    entry: _Entry,
+    changed: IntArray,
+    versions: IntArray,
+    fragments: FragmentAggregates | None,
+    part: _Part | None = None,
 ) -> _Columns:
     """``entry`` with the candidates at ``changed`` evaluated again (into copies), and
     the terms that read the shape mix taken again over all of them when it changed
-    (every 50 arrivals or so: the checks and the other terms stand)."""
-    state, rows, policy = entry.state, entry.rows, entry.policy
-    request = entry.evaluation.request
+    (every 50 arrivals or so: the checks and the other terms stand).  ``part``: the
+    changed candidates' evaluation, taken already (with the same mix)."""
+    entry = entry.full
+    state, request, rows, policy = entry.state, entry.request, entry.rows, entry.policy
     redo = frozenset() if _same_mix(entry.fragments, fragments) else SHAPE_TERMS
-    part = _row_local(state, request, rows[changed], policy, fragments, skip=redo)
+    if part is None:
+        part = _row_local(state, request, rows[changed], policy, fragments, skip=redo)
 
     def patch(column: np.ndarray, values: np.ndarray) -> np.ndarray:
         column = column.copy()
@@ -357,12 +493,13 @@ def _patched(
         entry,
         fragments=_weakly(fragments),
         versions=versions,
-        checks=checks,
         mask=mask,
+        score=_spread(evaluation),
+        floor=floor,
+        checks=checks,
         failed_check=failed_check,
         shared_gpu=shared_gpu,
         terms=terms,
-        floor=floor,
         evaluation=evaluation,
     )
 

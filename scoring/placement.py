@@ -9,6 +9,7 @@ Both call this function, so a simulated result speaks for production.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,16 +100,33 @@ def weigh(
 ) -> Evaluation:
     """The Evaluation of the feasible rows from their term values (one per weighted term):
     the weighted mean, summed in the policy's order, so equal terms give equal floats."""
-    weights = {name: w for name, w in policy.weights.items() if w > 0}
-    total_weight = sum(weights.values())
     feasible = feasibility.feasible_rows
-    score = np.zeros(len(feasible))
-    for name, weight in weights.items():
-        score += weight * terms[name]
-    score /= total_weight
+    score = weighted_mean(terms, policy, len(feasible))
     return Evaluation(
-        state, request, feasibility, feasible, score, terms, policy.tie_tolerance / total_weight
+        state,
+        request,
+        feasibility,
+        feasible,
+        score,
+        terms,
+        policy.tie_tolerance / total_weight(policy),
     )
+
+
+def total_weight(policy: PolicyConfig) -> float:
+    return sum(w for w in policy.weights.values() if w > 0)
+
+
+def weighted_mean(terms: Mapping[str, FloatArray], policy: PolicyConfig, size: int) -> FloatArray:
+    """The weighted mean of the weighted terms' values (``size`` of each), summed in the
+    policy's order: the one definition, so that equal values give equal floats wherever
+    a score is taken (the incremental evaluator takes it for a few rows at a time)."""
+    score = np.zeros(size)
+    for name, weight in policy.weights.items():
+        if weight > 0:
+            score += weight * terms[name]
+    score /= total_weight(policy)
+    return score
 
 
 def extender_priorities(

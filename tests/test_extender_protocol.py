@@ -631,12 +631,40 @@ async def test_a_run_of_pods_over_distinct_nodes_is_answered_as_a_plain_evaluati
             _, filtered = await post(fast_client, "filter", filter_body(p, names))
             _, plain_filtered = await post(plain_client, "filter", filter_body(p, names))
             assert filtered == plain_filtered
+            # What explain shows is made after the answer, from the evaluation the
+            # decision saw: the same as the plain service's.
+            explained = [
+                _timeless(orjson.loads(await (await c.get("/debug/explain", params=q)).read()))
+                for c in (fast_client, plain_client)
+                for q in [{"pod": f"team-a/p-{i}"}]
+            ]
+            assert explained[0] == explained[1]
             if filter_passes == "feasible":  # nothing assumed: bind the top node
                 _, scores = await post(fast_client, "prioritize", filter_body(p, names))
                 top = max(scores, key=lambda s: s["Score"])["Host"]
                 for client in (fast_client, plain_client):
                     await post(client, "bind", bind_body(p, top))
     assert fast._incremental.patched > 0
+    rejections = [
+        {
+            tuple(sorted(labels.items())): value
+            for family in e.metrics.registry.collect()
+            if family.name == "fairpack_filter_rejections"
+            for name, labels, value, *_ in family.samples
+            if name.endswith("_total")
+        }
+        for e in (fast, plain)
+    ]
+    assert rejections[0] == rejections[1] and rejections[0]
+
+
+def _timeless(document: Any) -> Any:
+    """``document`` without its timestamps (``at_s``)."""
+    if isinstance(document, dict):
+        return {k: _timeless(v) for k, v in document.items() if k != "at_s"}
+    if isinstance(document, list):
+        return [_timeless(v) for v in document]
+    return document
 
 
 async def test_explain_names_the_node_filter_passed_among_identical_ones() -> None:

@@ -33,7 +33,7 @@ from scoring import (
     ShapeTable,
     evaluate,
 )
-from scoring.incremental import IncrementalEvaluator
+from scoring.incremental import IncrementalEvaluator, Scored
 from scoring.terms import TERMS
 
 # Every term weighted, so that each is held to being a function of its node's row.
@@ -76,7 +76,9 @@ _OWNERS = st.tuples(
     owners=st.lists(_OWNERS, min_size=1, max_size=3),
     policy=st.sampled_from([EVERY_TERM, PolicyConfig()]),
     steps=st.lists(
-        st.tuples(st.integers(0, 5), st.booleans(), st.booleans(), st.integers(0, 1)),
+        st.tuples(
+            st.integers(0, 5), st.booleans(), st.booleans(), st.integers(0, 1), st.booleans()
+        ),
         max_size=12,
     ),
 )
@@ -86,7 +88,7 @@ def test_every_answer_is_evaluates(
     asks: list[PodRequest],
     owners: list[tuple[str, PodClass, bool, int]],
     policy: PolicyConfig,
-    steps: list[tuple[int, bool, bool, int]],
+    steps: list[tuple[int, bool, bool, int, bool]],
 ) -> None:
     # The shape mix the service learns is replaced now and then (every 50 arrivals).
     mixes = [None if t is None else FragmentAggregates(t, cpu_stranding=True) for t in tables]
@@ -98,18 +100,30 @@ def test_every_answer_is_evaluates(
     rows = np.arange(state.n_nodes)
     incremental = IncrementalEvaluator()
     kept: list[tuple[Evaluation, Evaluation]] = []
-    for index, place, over_share, mix in steps:
+    later: list[tuple[Scored, Evaluation]] = []
+    for index, place, over_share, mix, look_now in steps:
         request, fragments = pods[index % len(pods)], mixes[mix % len(mixes)]
         if over_share:  # what reclaim_cost reads: a change of it is a change of every row
             state.over_share_teams = state.over_share_teams ^ {request.team}
-        got = incremental.evaluate(state, request, rows, policy, fragments)
+        scored = incremental.score(state, request, rows, policy, fragments)
         expected = evaluate(state, request, rows, policy, fragments)
-        assert got.request == request
-        assert_same(got, expected)
-        kept.append((got, expected))
-        best = got.best()
+        # What a decision reads is there at once ...
+        assert np.array_equal(scored.mask, expected.feasibility.mask)
+        assert np.array_equal(scored.score[scored.mask], expected.score)
+        assert scored.tie_tolerance == expected.tie_tolerance
+        if look_now:
+            got = scored.evaluation
+            assert got.request == request
+            assert_same(got, expected)
+            kept.append((got, expected))
+        else:  # ... and the rest is made later, after the state has moved on
+            later.append((scored, expected))
+        best = expected.best()
         if place and best is not None:
-            state.place(int(got.rows[best]), request, got.gpus_of(best))
+            state.place(int(expected.rows[best]), request, expected.gpus_of(best))
+    for scored, expected in later:
+        assert scored.evaluation.request == scored.request
+        assert_same(scored.evaluation, expected)
     # Evaluations handed out are never patched in place.
     for got, expected in kept:
         assert_same_arrays_as(got, expected)
@@ -263,3 +277,24 @@ def test_memory_fit_follows_the_smallest_gpu_that_fits_as_it_fills_and_drains() 
     assert incremental.patched == 2 * len(placed)  # never evaluated afresh
     # Memory fit took the 24 GiB nodes first: the smallest size that fits moved up.
     assert {sizes[row % 4] for row in smallest_seen} >= {24_576, 49_152}
+
+
+def test_an_evaluation_made_later_is_that_of_the_state_at_the_call() -> None:
+    # The service reads the whole evaluation after its answer, when later pods may have
+    # been counted on the same nodes: what it reads must not have moved with them.
+    state = state_of(*(node(f"n{i}", 8, cpu_milli=64_000) for i in range(8)))
+    rows, request = np.arange(8), whole(1, 4_000)
+    incremental = IncrementalEvaluator()
+    later = []
+    for _ in range(5):
+        later.append(
+            (
+                incremental.score(state, request, rows, EVERY_TERM),
+                evaluate(state, request, rows, EVERY_TERM),
+            )
+        )
+        state.place(5, request, (len(later) - 1,))
+    assert [type(scored.entry).__name__ for scored, _ in later] == ["_Columns"] + ["_Quick"] * 4
+    for scored, expected in later:
+        assert_same(scored.evaluation, expected)
+    assert len({float(expected.score[5]) for _, expected in later}) > 1  # node 5 did move
