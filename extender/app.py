@@ -194,7 +194,7 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
                 _now(),
             )
         response = await _answer(extender, name, handler, body)
-        if extender.view.unsettled:
+        if extender.unsettled:
             # Send the answer, then do what the request left for later (explain's records,
             # rejection counts): kube-scheduler is busy with its own side meanwhile.
             try:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -498,6 +498,7 @@ class Extender:
         """The ``fairpack_gpus_deserved`` value last set per team."""
         self._starving: _StarvingMemo | None = None
         self._decisions = 0
+        self._after: deque[Callable[[], object]] = deque()
         self._group_share = 0.0
         self._requests = _Bounded(request_cache_size)
         self._observed = _Bounded(observed_pods)
@@ -773,10 +774,13 @@ class Extender:
         """
         self._decisions += 1
         grouping = self.shortcuts and len(rows) > 0
-        # Where nearly every node is in a state of its own, grouping costs more than it
-        # saves; look again now and then, as nodes fill up or drain.
         if grouping and self._group_share > _GROUPING_PAYS_BELOW:
-            grouping = self._decisions % _REGROUP_CHECK_EVERY == 0
+            # Nearly every node is in a state of its own: grouping costs more than it
+            # saves. Look again now and then, as nodes fill up or drain (after the answer:
+            # grouping changes no answer, only the work of the next ones).
+            grouping = False
+            if self._decisions % _REGROUP_CHECK_EVERY == 0:
+                self._after_answer(partial(self._grouped, state, rows))
         if not grouping:
             if incremental and self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES:
                 scored = self._incremental.score(
@@ -785,6 +789,12 @@ class Extender:
                 return Outcome(scored, np.arange(len(rows)), rows, grouped=False)
             evaluation = self._evaluate(state, request, rows)
             return Outcome(evaluation, np.arange(len(rows)), rows, grouped=False)
+        group, members = self._grouped(state, rows)
+        return Outcome(self._evaluate(state, request, members), group, rows)
+
+    def _grouped(self, state: ClusterState, rows: IntArray) -> tuple[IntArray, IntArray]:
+        """Per requested row, its group among them (numbered densely), and one requested
+        row per group; notes the share of groups per row for :meth:`_outcome`."""
         groups = self._groups
         if len(groups.group) and int(groups.group.max()) > _REGROUP_AFTER * max(state.n_nodes, 1):
             # The group ids of states long gone pile up; start afresh now and then.
@@ -799,9 +809,7 @@ class Extender:
         present[group_of_row] = True
         dense = np.cumsum(present) - 1
         self._group_share = float(dense[-1] + 1) / len(rows)
-        return Outcome(
-            self._evaluate(state, request, rows[member[present]]), dense[group_of_row], rows
-        )
+        return dense[group_of_row], rows[member[present]]
 
     # -- filter ----------------------------------------------------------------------------------
 
@@ -905,7 +913,7 @@ class Extender:
         self.view.defer(top.get)
         # The rest of the evaluation (explain's, the rejection counts') was left to be
         # made from what the call fixed: after the answer, or when first read.
-        self.view.defer(self._incremental.complete)
+        self._after_answer(self._incremental.complete)
         result: dict[str, Any] = {
             "Nodes": None,
             "NodeNames": passed,
@@ -1384,9 +1392,26 @@ class Extender:
             for key, value in record.items()
         }
 
+    @property
+    def unsettled(self) -> bool:
+        """Whether the last answers left work for :meth:`settle`."""
+        return self.view.unsettled or bool(self._after)
+
     def settle(self) -> None:
-        """Do the bookkeeping the last answers left for later (``ClusterView.defer``)."""
+        """Do the bookkeeping the last answers left for later: what reads the view as the
+        answer saw it (``ClusterView.defer``), then what reads nothing that moves."""
         self.view.settle()
+        after = self._after
+        while after:
+            try:
+                after.popleft()()
+            except Exception:
+                log.exception("bookkeeping after the answer failed")
+
+    def _after_answer(self, work: Callable[[], object]) -> None:
+        """Do ``work`` at the next :meth:`settle` (after the answer is sent), whatever
+        the view does meanwhile: for work that reads nothing that moves."""
+        self._after.append(work)
 
     def debug_state(self) -> dict[str, Any]:
         self.settle()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import urllib.request
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -656,6 +657,54 @@ async def test_a_run_of_pods_over_distinct_nodes_is_answered_as_a_plain_evaluati
         for e in (fast, plain)
     ]
     assert rejections[0] == rejections[1] and rejections[0]
+
+
+async def test_whether_grouping_pays_is_looked_at_after_an_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where nodes are each in a state of their own, every node is evaluated; whether
+    grouping identical ones would pay is looked at again now and then, after an answer
+    (grouping changes no answer, only the work of the next ones), and it resumes once
+    enough nodes are alike."""
+    from extender import Upserted
+    from extender.app import NodeNamesMemo, _filter_with
+
+    monkeypatch.setattr("extender.service._REGROUP_CHECK_EVERY", 2)
+    distinct = [node(f"n-{i:02d}", cpu_milli=48_000 + 1_000 * i) for i in range(16)]
+    extender = service(distinct)
+    names = [spec.name for spec in distinct]
+    looked: list[float] = []
+    grouped = extender._grouped
+
+    def spy(*args: Any) -> Any:
+        answer = grouped(*args)
+        looked.append(extender._group_share)
+        return answer
+
+    monkeypatch.setattr(extender, "_grouped", spy)
+    handler = _filter_with(NodeNamesMemo())
+
+    async def decide(i: int) -> None:
+        body = orjson.dumps(filter_body(pod(f"p-{i}", request(gpus=1)), names))
+        await handler(extender, body)
+
+    await decide(0)  # grouping is presumed to pay until seen not to
+    assert looked == [1.0]
+    extender.settle()
+    await decide(1)  # every second decision looks again: after its answer
+    await decide(2)
+    assert looked == [1.0] and extender.unsettled
+    extender.settle()
+    assert looked == [1.0, 1.0]
+    # Nodes alike (all but one of one kind) make grouping pay: it resumes.
+    for spec in distinct:
+        extender.view.apply(Upserted("node", replace(spec, cpu_milli=48_000)))
+    await decide(3)
+    await decide(4)
+    extender.settle()
+    assert looked[-1] < 0.5
+    await decide(5)
+    assert len(looked) == 4  # grouped at once, inside the decision
 
 
 def _timeless(document: Any) -> Any:
