@@ -84,6 +84,9 @@ _REGROUP_AFTER = 8
 _GROUPING_PAYS_BELOW = 0.5
 """Group identical nodes while groups are fewer than this share of the candidates."""
 _REGROUP_CHECK_EVERY = 64
+_WARM_MIX_BUDGET_S = 0.002
+"""How long after an answer the service may spend bringing remembered evaluations
+to a new shape mix (one at least, once one is due)."""
 _INCREMENTAL_FROM_NODES = 2_000
 """Below this many nodes, evaluating them all costs less than patching a few rows in
 (mostly fixed numpy overhead either way): in-process filter p50 at 1,500 nodes 1.04 ms
@@ -792,6 +795,15 @@ class Extender:
         group, members = self._grouped(state, rows)
         return Outcome(self._evaluate(state, request, members), group, rows)
 
+    def _warm_mix(self) -> None:
+        """Bring the remembered evaluations to the shape mix the next pod decides with
+        (built ahead after the answer, every 50 arrivals or so), most recently used
+        first, for up to ``_WARM_MIX_BUDGET_S`` per answer."""
+        deadline = time.perf_counter() + _WARM_MIX_BUDGET_S
+        state, policy, mix = self.view.state, self.config.current.policy, self.fragments.upcoming
+        while self._incremental.warm(state, policy, mix) and time.perf_counter() < deadline:
+            pass
+
     def _grouped(self, state: ClusterState, rows: IntArray) -> tuple[IntArray, IntArray]:
         """Per requested row, its group among them (numbered densely), and one requested
         row per group; notes the share of groups per row for :meth:`_outcome`."""
@@ -914,6 +926,8 @@ class Extender:
         # The rest of the evaluation (explain's, the rejection counts') was left to be
         # made from what the call fixed: after the answer, or when first read.
         self._after_answer(self._incremental.complete)
+        self._after_answer(self.fragments.prepare)
+        self._after_answer(self._warm_mix)
         result: dict[str, Any] = {
             "Nodes": None,
             "NodeNames": passed,

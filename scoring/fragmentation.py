@@ -432,6 +432,13 @@ class FragmentAggregates:
         )
         clone._fragment_stale = True
         clone._weights_epoch = self._weights_epoch + 1
+        if self._state_uid >= 0:
+            # Both may be refreshed from here on (the service builds the next table while
+            # this one is in force): the per-node counts they share are the same numbers
+            # for the same row version, written again by whichever is behind, but F and
+            # which rows are current are each their own.
+            clone._versions = self._versions.copy()
+            clone.fragment = self.fragment.copy()
         # Growths move with F: summed again on their next use where kept per shape, else
         # computed again.
         clone._growths = OrderedDict(

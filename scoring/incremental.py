@@ -208,6 +208,34 @@ class IncrementalEvaluator:
         self._remember(key, entry)
         return _scored(entry, request)
 
+    def warm(
+        self,
+        state: ClusterState,
+        policy: PolicyConfig,
+        fragments: FragmentAggregates | None,
+        limit: int = 1,
+    ) -> int:
+        """Bring up to ``limit`` remembered entries taken with another shape mix to
+        ``fragments``, most recently used first; returns how many.  A new mix (every 50
+        arrivals or so) otherwise costs the first decision of every shape after it a
+        term taken over every candidate.  Reads the state as it is now."""
+        if state is not self._state or policy is not self._policy:
+            return 0
+        warmed = 0
+        for key in reversed(list(self._entries)):
+            entry = self._entries[key]
+            if _same_mix(entry.fragments, fragments) or not entry.serves(state, entry.rows, policy):
+                continue
+            versions = state.row_version[entry.rows]
+            changed = np.flatnonzero(versions != entry.versions)
+            if len(changed) > REDO_SHARE * len(entry.rows):
+                continue  # evaluated afresh when next asked
+            self._entries[key] = _patched(entry, changed, versions, fragments)  # same place
+            warmed += 1
+            if warmed == limit:
+                break
+        return warmed
+
     def complete(self) -> None:
         """Patch every remembered entry's columns in full now (they read no state)."""
         for key, entry in self._entries.items():

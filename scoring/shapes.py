@@ -99,29 +99,59 @@ def _covering(ranked: list[tuple[Shape, float]], coverage: float) -> list[Shape]
 
 @dataclass
 class OnlineFragments:
-    """A shape learner plus the fragment aggregates of its latest table."""
+    """A shape learner plus the fragment aggregates of its latest table.
+
+    The table is rebuilt every ``refresh_every_pods`` arrivals, from the arrivals
+    before the one that finds it due (and at the first ones until there is a table).
+    A caller with time between arrivals (the service, after an answer) builds it ahead
+    with :meth:`prepare`; the arrival then only puts it in force.
+    """
 
     config: ShapeLearning
     keep_growth_by_shape: bool = False
     """See :attr:`FragmentAggregates.keep_growth_by_shape` (the service sets it)."""
     learner: ShapeLearner = field(init=False)
     aggregates: FragmentAggregates | None = field(init=False, default=None)
+    """The aggregates in force."""
     _since_refresh: int = field(init=False, default=0)
+    _next: FragmentAggregates | None = field(init=False, default=None)
+    _next_built: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.learner = ShapeLearner(self.config.half_life_pods)
 
     def observe(self, request: PodRequest) -> None:
+        """Take in an arrival (the table first rebuilt, if due)."""
+        if self._due:
+            self.aggregates = self._next if self._next_built else self._build()
+            self._next, self._next_built = None, False
+            self._since_refresh = 0
         self.learner.observe(request)
         self._since_refresh += 1
-        if self.aggregates is None or self._since_refresh >= self.config.refresh_every_pods:
-            table = self.learner.table(self.config.coverage, self.config.gpu_coverage)
-            if table is None:
-                self.aggregates = None
-            else:
-                # Same shapes, new weights (the usual case): keep the per-node counts.
-                kept = self.aggregates.reweighted(table) if self.aggregates else None
-                self.aggregates = kept or FragmentAggregates(
-                    table, self.config.cpu_stranding, self.keep_growth_by_shape
-                )
-            self._since_refresh = 0
+
+    def prepare(self) -> None:
+        """Build the table the next arrival puts in force, if it is due."""
+        if self._due and not self._next_built:
+            self._next, self._next_built = self._build(), True
+
+    @property
+    def upcoming(self) -> FragmentAggregates | None:
+        """The aggregates the next arrival decides with, when built ahead; else those
+        in force."""
+        return self._next if self._next_built else self.aggregates
+
+    @property
+    def _due(self) -> bool:
+        return self._since_refresh >= self.config.refresh_every_pods or (
+            self.aggregates is None and self._since_refresh > 0
+        )
+
+    def _build(self) -> FragmentAggregates | None:
+        table = self.learner.table(self.config.coverage, self.config.gpu_coverage)
+        if table is None:
+            return None
+        # Same shapes, new weights (the usual case): keep the per-node counts.
+        kept = self.aggregates.reweighted(table) if self.aggregates else None
+        return kept or FragmentAggregates(
+            table, self.config.cpu_stranding, self.keep_growth_by_shape
+        )

@@ -177,16 +177,46 @@ def test_online_fragments_rebuild_the_table_every_refresh_period() -> None:
     )
     assert fragments.aggregates is None  # nothing seen: the fragmentation term stays neutral
     fragments.observe(A)
+    assert fragments.aggregates is None  # a table is built from the arrivals before one
+    fragments.observe(B)
     first = fragments.aggregates
-    assert first is not None and first.shapes.n_shapes == 1  # built on the first arrival
+    assert first is not None and first.shapes.n_shapes == 1  # A's alone
     fragments.observe(B)
     fragments.observe(B)
-    assert fragments.aggregates is first  # 2 arrivals since the build < 3
-    fragments.observe(B)
-    assert fragments.aggregates is not first  # the 3rd arrival rebuilds
+    assert fragments.aggregates is first  # 3 arrivals since the build, not yet rebuilt
+    fragments.observe(B)  # the next arrival rebuilds it first
+    assert fragments.aggregates is not first
     assert fragments.aggregates.shapes.n_shapes == 2
     # A 1 of 4, B 3 of 4; B leads
     assert fragments.aggregates.shapes.weight.tolist() == pytest.approx([0.75, 0.25])
+
+
+def test_a_table_built_ahead_is_the_one_the_next_arrival_puts_in_force() -> None:
+    # The service builds it after its answer: the aggregates in force stay until the
+    # next arrival, which decides with what it would have built itself.
+    def fed(*arrivals: PodRequest) -> OnlineFragments:
+        fragments = OnlineFragments(
+            ShapeLearning(half_life_pods=NO_DECAY, coverage=1.0, refresh_every_pods=2)
+        )
+        for arrival in arrivals:
+            fragments.observe(arrival)
+        return fragments
+
+    early = fed(A, B, B, B, B)  # rebuilt at the 2nd and 4th: due again
+    in_force = early.aggregates
+    assert early.upcoming is in_force  # nothing built ahead yet
+    early.prepare()
+    ahead = early.upcoming
+    assert ahead is not in_force and early.aggregates is in_force
+    early.prepare()
+    assert early.upcoming is ahead  # built once
+    early.observe(A)
+    assert early.aggregates is ahead
+    late = fed(A, B, B, B, B, A)
+    assert late.aggregates is not None and ahead is not None
+    assert late.aggregates.shapes.weight.tolist() == ahead.shapes.weight.tolist()
+    early.prepare()  # not due: nothing built
+    assert early.upcoming is ahead
 
 
 @pytest.mark.parametrize(
