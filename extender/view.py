@@ -287,14 +287,15 @@ class ClusterView:
 
     def pending_multi_gpu_pods(self) -> list[tuple[float, PodRequest]]:
         """Pending pods asking for more than one GPU (candidates for anti-starvation):
-        when each started waiting, and its request.  The list changes only when
-        :attr:`pending_multi_gpu_version` does."""
+        when each started waiting, and its request, longest waiting first (then by
+        namespace and name: the same order however the view came to hold them).  The
+        list changes only when :attr:`pending_multi_gpu_version` does."""
         pods = self._pods
-        return [
-            (entry.info.started_s, entry.request)
-            for uid in self._pending_multi_gpu
-            if (entry := pods.get(uid)) is not None
-        ]
+        entries = [entry for uid in self._pending_multi_gpu if (entry := pods.get(uid)) is not None]
+        entries.sort(
+            key=lambda entry: (entry.info.started_s, entry.info.namespace, entry.info.name)
+        )
+        return [(entry.info.started_s, entry.request) for entry in entries]
 
     def priority_class_value(self, name: str) -> int | None:
         return self._priority_classes.get(name)

@@ -543,3 +543,20 @@ def test_failing_deferred_work_is_logged_and_the_rest_still_runs(
     assert ran == [1]
     assert "deferred bookkeeping failed" in caplog.text
     assert int(view.state.free_milli[0].sum()) == 7000
+
+
+def test_pending_large_pods_are_listed_as_a_fresh_list_lists_them() -> None:
+    # p1 waits, is assumed at filter time, and its assumption lapses after p0 came:
+    # the view saw p0 wait first, a fresh list sees both waiting since the same time.
+    clock = FakeClock()
+    view = ClusterView([node("n2", gpus=2)], clock=clock)
+    p1 = pod_info("p1", "", request(gpus=2, cpu_milli=500))
+    p0 = pod_info("p0", "", request(gpus=2, cpu_milli=4000))
+    view.apply(Upserted("pod", p1))
+    view.assume(p1, "n2", [0, 1], tentative=True)
+    view.apply(Upserted("pod", p0))
+    clock.now_s += 3600
+    view.expire_tentative(60.0)
+    fresh = fresh_view([node("n2", gpus=2)], [p1, p0])
+    assert view.pending_multi_gpu_pods() == fresh.pending_multi_gpu_pods()
+    assert [r.cpu_milli for _, r in view.pending_multi_gpu_pods()] == [4000, 500]  # p0, p1
