@@ -502,6 +502,7 @@ class Extender:
         self._starving: _StarvingMemo | None = None
         self._decisions = 0
         self._after: deque[Callable[[], object]] = deque()
+        self._regroup_rows: IntArray | None = None
         self._group_share = 0.0
         self._requests = _Bounded(request_cache_size)
         self._observed = _Bounded(observed_pods)
@@ -783,7 +784,8 @@ class Extender:
             # grouping changes no answer, only the work of the next ones).
             grouping = False
             if self._decisions % _REGROUP_CHECK_EVERY == 0:
-                self._after_answer(partial(self._grouped, state, rows))
+                self._regroup_rows = rows
+                self._after_answer(self._look_at_grouping)
         if not grouping:
             if incremental and self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES:
                 scored = self._incremental.score(
@@ -803,6 +805,13 @@ class Extender:
         state, policy, mix = self.view.state, self.config.current.policy, self.fragments.upcoming
         while self._incremental.warm(state, policy, mix) and time.perf_counter() < deadline:
             pass
+
+    def _look_at_grouping(self) -> None:
+        """Note whether grouping would pay for the last node list :meth:`_outcome` asked."""
+        rows, self._regroup_rows = self._regroup_rows, None
+        state = self.view.state
+        if rows is not None and len(rows) and int(rows.max()) < state.n_nodes:
+            self._grouped(state, rows)
 
     def _grouped(self, state: ClusterState, rows: IntArray) -> tuple[IntArray, IntArray]:
         """Per requested row, its group among them (numbered densely), and one requested
@@ -836,6 +845,7 @@ class Extender:
         ``schedule_one.go``).  Once a node passes they would be bytes to encode, send
         and decode for nothing; the rejections are counted in the metrics either way.
         """
+        self.view.settle()  # the last filter's assumption, before anything is read
         key, request = self._pod(args.pod)
         names = self._node_names(args)
         if key.uid not in self._observed:
@@ -872,18 +882,24 @@ class Extender:
         # they are before the pod counts there.
         chosen_free = None if best is None else state.free_milli[rows[best]].copy()
         top = _Later(partial(_TopNodes.of, state, outcome, best, chosen_free))
-        if len(passed) == 1 and request.gpu_count:
-            self._assume_at_filter(state, key, request, int(rows[passing[0]]))
+        assumed = len(passed) == 1 and request.gpu_count
+        if assumed:
+            # Counted there right after the answer, before anything reads the view again
+            # (whatever reads it settles first): kube-scheduler's next request finds it.
+            row = int(rows[passing[0]])
+            self.view.defer(partial(self._assume_at_filter, state, key, request, row))
             self.view.defer(self._warm_fair_shares)
         self._memo = None
         if self.shortcuts and passed and not held_reasons:
             # A prioritize of this pod over the nodes passed is answered from this
-            # evaluation while they stand still. One node passed alone is the one
-            # prioritize ranks 10 (kube-scheduler skips prioritize for a single feasible
-            # node; a caller that asks anyway gets the filter's answer, not the pod
-            # weighed against its own assumption there).
+            # evaluation while they stand still (their versions taken after the pod's
+            # own assumption). One node passed alone is the one prioritize ranks 10
+            # (kube-scheduler skips prioritize for a single feasible node; a caller that
+            # asks anyway gets the filter's answer, not the pod weighed against its own
+            # assumption there).
             passed_rows = rows[passing]
-            self._memo = _FilterMemo(
+            memo = partial(
+                _FilterMemo,
                 key.uid,
                 request,
                 state,
@@ -892,11 +908,20 @@ class Extender:
                 outcome,
                 passed_rows,
                 passed,
-                state.row_version[passed_rows],
-                state.over_share_teams,
-                top,
-                np.full(1, MAX_EXTENDER_PRIORITY, dtype=np.int64) if best_only else None,
             )
+
+            def remember() -> None:
+                self._memo = memo(
+                    state.row_version[passed_rows],
+                    state.over_share_teams,
+                    top,
+                    np.full(1, MAX_EXTENDER_PRIORITY, dtype=np.int64) if best_only else None,
+                )
+
+            if assumed:
+                self.view.defer(remember)
+            else:
+                remember()
         unknown = (
             [name for name in names if state.row_of(name) is None]
             if len(known) != len(names)
@@ -1053,6 +1078,7 @@ class Extender:
         holds when one of its held nodes is released.
         """
         lifted: list[PodKey] = []
+        self.view.settle()  # the last filter's assumption
         self._expire_assumptions()  # an assumption nobody bound may be what holds them
         state = self.view.state
         free: list[float] = []  # a sum over every node: once per pass
@@ -1118,6 +1144,7 @@ class Extender:
 
     def prioritize(self, args: ExtenderArgs) -> PreEncoded:
         """``HostPriorityList``: every requested host, 0..10, the best strictly on top."""
+        self.view.settle()  # the last filter's assumption, and its memo
         key, request = self._pod(args.pod)
         names = self._node_names(args)
         state = self.view.state
@@ -1175,6 +1202,7 @@ class Extender:
         """``ExtenderPreemptionResult``: the nodes whose victims fairpack agrees to, and
         (``own_victims``, see :func:`resources_alone_place`) fairpack's own victims where
         it refuses kube-scheduler's."""
+        self.view.settle()  # the last filter's assumption
         key, request = self._pod(args.pod)
         proposals = self._proposals(args)
         state = self.view.state
@@ -1412,8 +1440,8 @@ class Extender:
         return self.view.unsettled or bool(self._after)
 
     def settle(self) -> None:
-        """Do the bookkeeping the last answers left for later: what reads the view as the
-        answer saw it (``ClusterView.defer``), then what reads nothing that moves."""
+        """Do the work the last answers left for later: what reads the view as the answer
+        saw it (``ClusterView.defer``), then the rest (:meth:`_after_answer`)."""
         self.view.settle()
         after = self._after
         while after:
@@ -1423,9 +1451,11 @@ class Extender:
                 log.exception("bookkeeping after the answer failed")
 
     def _after_answer(self, work: Callable[[], object]) -> None:
-        """Do ``work`` at the next :meth:`settle` (after the answer is sent), whatever
-        the view does meanwhile: for work that reads nothing that moves."""
-        self._after.append(work)
+        """Do ``work`` at the next :meth:`settle` (after the answer is sent), once however
+        often it is asked for meanwhile: work that reads the view as it is by then, or
+        nothing that moves (unlike ``ClusterView.defer``, nothing waits for it)."""
+        if work not in self._after:
+            self._after.append(work)
 
     def debug_state(self) -> dict[str, Any]:
         self.settle()

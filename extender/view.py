@@ -176,13 +176,15 @@ class ClusterView:
         self.conflicts = 0
         """Pods the watch placed where the view had no room (over-commit seen, clamped)."""
         self._deferred: deque[Callable[[], object]] = deque()
+        self._settling = False
 
     # -- work that reads the view as it is now, done later ---------------------------------------
 
     def defer(self, work: Callable[[], object]) -> None:
         """Run ``work`` at the next :meth:`settle`, and at the latest before the view next
-        changes: bookkeeping that reads the view as it stands (what ``/debug/explain``
-        shows), taken off the answer's path and done once the answer is sent."""
+        changes: work taken off the answer's path and done once the answer is sent, that
+        reads the view as it stands (what ``/debug/explain`` shows) or changes it first (a
+        filter's assumption; whatever reads the view for a decision settles first)."""
         self._deferred.append(work)
 
     @property
@@ -192,13 +194,20 @@ class ClusterView:
 
     def settle(self) -> None:
         """Run the deferred work, oldest first; a failure is logged and the rest still runs
-        (it is bookkeeping: the view itself must go on)."""
+        (the view itself must go on).  Work that changes the view (a filter's assumption)
+        finds the work deferred before it done, and the rest waits for it."""
+        if self._settling:
+            return
+        self._settling = True
         deferred = self._deferred
-        while deferred:
-            try:
-                deferred.popleft()()
-            except Exception:
-                log.exception("deferred bookkeeping failed")
+        try:
+            while deferred:
+                try:
+                    deferred.popleft()()
+                except Exception:
+                    log.exception("deferred work failed")
+        finally:
+            self._settling = False
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -707,6 +707,46 @@ async def test_whether_grouping_pays_is_looked_at_after_an_answer(
     assert len(looked) == 4  # grouped at once, inside the decision
 
 
+async def test_work_left_for_after_the_answer_is_done_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Answers given back to back, with no pause to settle between them, leave each
+    piece of work once (a caller that never settles does not pile it up)."""
+    from extender.app import NodeNamesMemo, _filter_with
+
+    extender = service(twelve_nodes())
+    names = [spec.name for spec in twelve_nodes()]
+    calls: list[str] = []
+    monkeypatch.setattr(extender.fragments, "prepare", lambda: calls.append("prepare"))
+    handler = _filter_with(NodeNamesMemo())
+    for i in range(5):
+        await handler(extender, orjson.dumps(filter_body(pod(f"p-{i}", request(gpus=1)), names)))
+    assert calls == [] and extender.unsettled
+    extender.settle()
+    assert calls == ["prepare"] and not extender.unsettled
+
+
+async def test_a_filters_assumption_is_counted_after_its_answer_before_the_next_read() -> None:
+    """The node a filter passes alone counts the pod once the answer is out, and before
+    anything reads the view again: a prioritize right after finds its GPUs taken."""
+    from extender.app import NodeNamesMemo, _filter_with
+    from extender.wire import ExtenderArgs
+
+    extender = service([node("gpu-0"), node("gpu-1")])
+    first = pod("first", request(gpus=8))
+    answer = await _filter_with(NodeNamesMemo())(
+        extender, orjson.dumps(filter_body(first, ["gpu-0", "gpu-1"]))
+    )
+    [passed] = answer["NodeNames"]
+    placement = extender.view.lookup(first["metadata"]["uid"])
+    assert placement is None or not placement.node  # not yet: the answer went first
+    second = ExtenderArgs.model_validate(filter_body(pod("second", request(gpus=8)), [passed]))
+    [score] = orjson.loads(extender.prioritize(second).body)
+    assert score == {"Host": passed, "Score": 0}  # no room left there
+    placement = extender.view.lookup(first["metadata"]["uid"])
+    assert placement is not None and placement.node == passed
+
+
 def _timeless(document: Any) -> Any:
     """``document`` without its timestamps (``at_s``)."""
     if isinstance(document, dict):
