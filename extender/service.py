@@ -502,7 +502,7 @@ class Extender:
         self._starving: _StarvingMemo | None = None
         self._decisions = 0
         self._after: deque[Callable[[], object]] = deque()
-        self._regroup_rows: IntArray | None = None
+        self._regroup_rows: tuple[ClusterState, IntArray] | None = None
         self._group_share = 0.0
         self._requests = _Bounded(request_cache_size)
         self._observed = _Bounded(observed_pods)
@@ -784,7 +784,7 @@ class Extender:
             # grouping changes no answer, only the work of the next ones).
             grouping = False
             if self._decisions % _REGROUP_CHECK_EVERY == 0:
-                self._regroup_rows = rows
+                self._regroup_rows = state, rows
                 self._after_answer(self._look_at_grouping)
         if not grouping:
             if incremental and self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES:
@@ -808,10 +808,9 @@ class Extender:
 
     def _look_at_grouping(self) -> None:
         """Note whether grouping would pay for the last node list :meth:`_outcome` asked."""
-        rows, self._regroup_rows = self._regroup_rows, None
-        state = self.view.state
-        if rows is not None and len(rows) and int(rows.max()) < state.n_nodes:
-            self._grouped(state, rows)
+        asked, self._regroup_rows = self._regroup_rows, None
+        if asked is not None and asked[0] is self.view.state:  # the same nodes still
+            self._grouped(*asked)
 
     def _grouped(self, state: ClusterState, rows: IntArray) -> tuple[IntArray, IntArray]:
         """Per requested row, its group among them (numbered densely), and one requested
@@ -1353,6 +1352,7 @@ class Extender:
 
     async def bind(self, args: ExtenderBindingArgs) -> dict[str, str]:
         """``ExtenderBindingResult``: assume the placement at once, then post the binding."""
+        self.view.settle()  # the last filter's assumption, which the fit check must see
         key = PodKey(args.pod_uid, args.pod_namespace, args.pod_name)
         node = args.node
         placement = self.view.lookup(key.uid)

@@ -440,9 +440,12 @@ class FragmentAggregates:
             clone._versions = self._versions.copy()
             clone.fragment = self.fragment.copy()
         # Growths move with F: summed again on their next use where kept per shape, else
-        # computed again.
+        # computed again. Each its own values and versions (the fragments per shape after
+        # a placement are the same numbers for both): the two may serve in turn.
         clone._growths = OrderedDict(
-            (key, growth) for key, growth in self._growths.items() if growth.after is not None
+            (key, _Growth(growth.values.copy(), growth.versions.copy(), growth.after, growth.epoch))
+            for key, growth in self._growths.items()
+            if growth.after is not None
         )
         return clone
 

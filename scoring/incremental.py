@@ -26,7 +26,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cached_property, partial
+from functools import cached_property
 
 import numpy as np
 
@@ -107,18 +107,28 @@ class _Columns(_Taken):
 @dataclass(frozen=True, eq=False)
 class _Quick(_Taken):
     """An entry patched only where a decision reads it (mask, score, memory floor); the
-    rest is patched into its columns when first asked for, from inputs fixed here (the
-    earlier entry, the rows changed and their evaluation), never from the state, which
-    may have moved on by then."""
+    rest is patched into ``base``'s columns when first asked for, from inputs fixed here
+    (the rows changed since ``base`` and their evaluation), never from the state, which
+    may have moved on by then.  Patching one that is not complete yet patches its base
+    again (the changed rows add up): there is never more than one step to complete."""
 
-    complete: Callable[[], _Columns] | None
+    base: _Columns
+    changed: IntArray
+    """Candidates changed since ``base``."""
+    part: _Part
+    """Their evaluation, at ``versions``."""
+    mix: FragmentAggregates | None
+    """The shape aggregates they were evaluated with (held until completed)."""
 
     @cached_property
     def full(self) -> _Columns:
-        assert self.complete is not None
-        columns = self.complete()
-        object.__setattr__(self, "complete", None)  # let go of the earlier entry
+        columns = _patched(self.base, self.changed, self.versions, self.mix, self.part)
+        object.__setattr__(self, "mix", None)
         return columns
+
+    @property
+    def completed(self) -> bool:
+        return "full" in self.__dict__
 
 
 _Entry = _Columns | _Quick
@@ -162,6 +172,9 @@ class IncrementalEvaluator:
         self.size = size
         self._entries: OrderedDict[PodRequest, _Entry] = OrderedDict()
         """By :func:`scoring_key`, least recently used first."""
+        self._ahead: dict[PodRequest, _Columns] = {}
+        """Entries brought ahead to a shape mix not in force yet (:meth:`warm`), put in
+        place when a decision asks with it: until then the entries in force serve."""
         self.patched = 0
         """Evaluations answered by patching changed rows (or none) into a remembered one."""
         self._state: ClusterState | None = None
@@ -185,14 +198,19 @@ class IncrementalEvaluator:
         policy: PolicyConfig,
         fragments: FragmentAggregates | None = None,
     ) -> Scored:
-        """What :meth:`evaluate` gives, its Evaluation made when first asked for (call
-        :meth:`complete` or read it before ``state`` changes if it is to be kept long)."""
+        """What :meth:`evaluate` gives, the rest of its Evaluation made when first asked
+        for, from what this call fixed (:meth:`complete` makes every entry's now)."""
         if state is not self._state or policy is not self._policy:
             # No entry can serve again: let go of the old arrays at once.
             self._entries.clear()
+            self._ahead.clear()
             self._state, self._policy = state, policy
         key = scoring_key(request, policy)
         entry = self._entries.get(key)
+        ahead = self._ahead.get(key)
+        if ahead is not None and _same_mix(ahead.fragments, fragments):
+            del self._ahead[key]
+            entry = self._entries[key] = ahead
         if entry is not None and entry.serves(state, rows, policy):
             versions = state.row_version[rows]
             changed = np.flatnonzero(versions != entry.versions)
@@ -215,22 +233,28 @@ class IncrementalEvaluator:
         fragments: FragmentAggregates | None,
         limit: int = 1,
     ) -> int:
-        """Bring up to ``limit`` remembered entries taken with another shape mix to
-        ``fragments``, most recently used first; returns how many.  A new mix (every 50
-        arrivals or so) otherwise costs the first decision of every shape after it a
-        term taken over every candidate.  Reads the state as it is now."""
+        """Bring up to ``limit`` remembered entries taken with another shape mix ahead
+        to ``fragments``, most recently used first; returns how many.  A new mix (every
+        50 arrivals or so) otherwise costs the first decision of every shape after it a
+        term taken over every candidate.  The entries in force stay, for decisions
+        still made with the mix in force.  Reads the state as it is now."""
         if state is not self._state or policy is not self._policy:
             return 0
         warmed = 0
         for key in reversed(list(self._entries)):
             entry = self._entries[key]
-            if _same_mix(entry.fragments, fragments) or not entry.serves(state, entry.rows, policy):
+            ahead = self._ahead.get(key)
+            if (
+                _same_mix(entry.fragments, fragments)
+                or (ahead is not None and _same_mix(ahead.fragments, fragments))
+                or not entry.serves(state, entry.rows, policy)
+            ):
                 continue
             versions = state.row_version[entry.rows]
             changed = np.flatnonzero(versions != entry.versions)
             if len(changed) > REDO_SHARE * len(entry.rows):
                 continue  # evaluated afresh when next asked
-            self._entries[key] = _patched(entry, changed, versions, fragments)  # same place
+            self._ahead[key] = _patched(entry, changed, versions, fragments)
             warmed += 1
             if warmed == limit:
                 break
@@ -246,7 +270,8 @@ class IncrementalEvaluator:
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+            oldest, _ = self._entries.popitem(last=False)
+            self._ahead.pop(oldest, None)
 
 
 def _scored(entry: _Entry, request: PodRequest) -> Scored:
@@ -436,31 +461,47 @@ def _patch(
     decision reads it, unless the shape mix or the smallest GPU memory that fits changed
     (then every candidate's score moves, and the whole entry is patched now)."""
     if not _same_mix(entry.fragments, fragments):
-        return _patched(entry.full, changed, versions, fragments)
-    state, request, rows, policy = entry.state, entry.request, entry.rows, entry.policy
+        return _patched(entry, changed, versions, fragments)
+    since_base = (
+        np.union1d(entry.changed, changed)
+        if isinstance(entry, _Quick) and not entry.completed
+        else None
+    )
+    if (
+        isinstance(entry, _Quick)
+        and since_base is not None
+        and (len(since_base) <= REDO_SHARE * len(entry.rows))
+    ):
+        base, changed = entry.base, since_base
+    else:
+        base = entry.full
+    state, request, rows, policy = base.state, base.request, base.rows, base.policy
     part = _row_local(state, request, rows[changed], policy, fragments)
-    mask = entry.mask.copy()
+    mask = base.mask.copy()
     mask[changed] = part.feasibility.mask
-    floor, terms = entry.floor, part.terms
+    floor, terms = base.floor, part.terms
     if floor is not None:
-        moved = floor.moved(changed, entry.mask, mask)
+        moved = floor.moved(changed, base.mask, mask)
         if not _same_floor(moved.smallest, floor.smallest):
-            return _patched(entry.full, changed, versions, fragments, part)
+            return _patched(base, changed, versions, fragments, part)
         floor, terms = moved, {**terms, MEMORY_FIT: moved.fit(changed)}
-    score = entry.score.copy()
+    score = base.score.copy()
     score[changed] = weighted_mean(terms, policy, len(changed))
     return _Quick(
         state,
         request,
         rows,
         policy,
-        entry.fragments,
-        entry.over_share,
+        base.fragments,
+        base.over_share,
         versions,
         mask,
         score,
         floor,
-        partial(_patched, entry, changed, versions, fragments, part),
+        base,
+        changed,
+        part,
+        fragments,
     )
 
 

@@ -747,6 +747,26 @@ async def test_a_filters_assumption_is_counted_after_its_answer_before_the_next_
     assert placement is not None and placement.node == passed
 
 
+async def test_a_bind_right_after_an_unsettled_filter_sees_its_assumption() -> None:
+    """A bind that comes before the last filter's work is done (another connection)
+    checks the node against the view with that filter's pod counted: a refusal that
+    names the conflict, not a failure."""
+    from extender.app import NodeNamesMemo, _filter_with
+    from extender.wire import ExtenderBindingArgs
+
+    config = LiveConfig(FairpackConfig(filter_passes="feasible"))
+    extender = service([node("gpu-0"), node("gpu-1")], config=config)
+    filter_ = _filter_with(NodeNamesMemo())
+    first = pod("first", request(gpus=4))
+    await filter_(extender, orjson.dumps(filter_body(first, ["gpu-0", "gpu-1"])))
+    extender.settle()
+    whole = pod("whole", request(gpus=8))
+    answer = await filter_(extender, orjson.dumps(filter_body(whole, ["gpu-0"])))
+    assert answer["NodeNames"] == ["gpu-0"]  # passed alone: counted there after the answer
+    result = await extender.bind(ExtenderBindingArgs.model_validate(bind_body(first, "gpu-0")))
+    assert result["Error"].startswith("node gpu-0 no longer fits pod team-a/first")
+
+
 def _timeless(document: Any) -> Any:
     """``document`` without its timestamps (``at_s``)."""
     if isinstance(document, dict):

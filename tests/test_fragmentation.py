@@ -23,6 +23,7 @@ from builders import (
     shape_table,
     shape_tables,
     shared_gpu_of,
+    sharing,
     state_of,
 )
 from hypothesis import assume, given
@@ -553,6 +554,26 @@ def test_a_table_and_its_reweighted_successor_serve_in_turn(
             got = fragmentation(Candidates(state, request_, rows, shared, memo))
             assert got.tolist() == expected.tolist()  # bit for bit
         state.place(int(rows[0]), request_, choose_gpus(state.free_milli[rows[:1]], request_)[0])
+
+
+def test_the_table_in_force_keeps_its_own_f_while_its_successor_is_refreshed() -> None:
+    # The order that found the successor sharing F and row versions with the table in
+    # force: both refreshed, a pod placed, the old one refreshed first, then the new.
+    state = state_of(node("a", 2, cpu_milli=16_000), node("b", 2, cpu_milli=16_000))
+    table = shape_table((1_000, 500, 1, (), 0.7), (4_000, 1_000, 2, (), 0.3))
+    successor = shape_table((1_000, 500, 1, (), 0.2), (4_000, 1_000, 2, (), 0.8))
+    old = FragmentAggregates(table)
+    old.refresh(state)
+    new = old.reweighted(successor)
+    assert new is not None
+    new.refresh(state)
+    state.place(0, sharing(500, 4_000), (0,))
+    old.refresh(state)
+    new.refresh(state)
+    for aggregates, of in ((old, table), (new, successor)):
+        fresh = FragmentAggregates(of)
+        fresh.refresh(state)
+        assert aggregates.fragment.tolist() == fresh.fragment.tolist()
 
 
 def test_floor_division_by_reciprocal_is_exact() -> None:

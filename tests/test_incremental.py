@@ -298,3 +298,38 @@ def test_an_evaluation_made_later_is_that_of_the_state_at_the_call() -> None:
     for scored, expected in later:
         assert_same(scored.evaluation, expected)
     assert len({float(expected.score[5]) for _, expected in later}) > 1  # node 5 did move
+
+
+def test_answers_never_read_in_full_do_not_pile_up() -> None:
+    # A caller that only ever decides (never reads an evaluation in full) patches the
+    # same entry again and again: completing the last is one step, however many came.
+    state = state_of(*(node(f"n{i}", 8) for i in range(40)))
+    rows, request = np.arange(40), whole(1, 1_000)
+    incremental = IncrementalEvaluator()
+    for i in range(400):
+        scored = incremental.score(state, request, rows, EVERY_TERM)
+        row = i // 2 % 40
+        (state.place if i % 2 == 0 else state.release)(row, request, (0,))
+    scored = incremental.score(state, request, rows, EVERY_TERM)
+    assert_same(scored.evaluation, evaluate(state, request, rows, EVERY_TERM))
+
+
+def test_an_entry_brought_ahead_to_the_next_mix_waits_for_it() -> None:
+    # The service brings its entries to the next shape mix before a new pod puts it in
+    # force; a pod filtered again meanwhile still decides with the mix in force, and
+    # neither undoes the other.
+    state = state_of(*(node(f"n{i}", 8) for i in range(6)))
+    set_free(state, 1, [0, 0, 1000, 1000, 1000, 1000, 1000, 1000])
+    rows, request, policy = np.arange(6), whole(1, 1_000), PolicyConfig()
+    now = FragmentAggregates(shape_table((0, 1000, 8, (), 1.0)))
+    upcoming = FragmentAggregates(shape_table((0, 1000, 2, (), 1.0)))
+    incremental = IncrementalEvaluator()
+    incremental.score(state, request, rows, policy, now)
+    assert incremental.warm(state, policy, upcoming) == 1
+    retried = incremental.score(state, request, rows, policy, now)
+    assert_same(retried.evaluation, evaluate(state, request, rows, policy, now))
+    assert incremental.warm(state, policy, upcoming) == 0  # still ahead: nothing to redo
+    state.place(3, request, (0,))
+    arrived = incremental.score(state, request, rows, policy, upcoming)
+    assert_same(arrived.evaluation, evaluate(state, request, rows, policy, upcoming))
+    assert incremental.warm(state, policy, upcoming) == 0
