@@ -517,45 +517,6 @@ def test_memoised_growth_equals_a_fresh_one_as_the_cluster_changes(
         state.place(int(rows[0]), request_, choose_gpus(state.free_milli[rows[:1]], request_)[0])
 
 
-@STRANDING
-@pytest.mark.parametrize("by_shape", [False, True], ids=["growth", "growth-by-shape"])
-@PROPERTY
-@given(
-    state=clusters(max_nodes=8),
-    shapes=shape_tables(),
-    stream=st.lists(st.tuples(requests(), st.booleans()), min_size=1, max_size=5),
-)
-def test_a_table_and_its_reweighted_successor_serve_in_turn(
-    state: ClusterState,
-    shapes: ShapeTable,
-    stream: list[tuple[PodRequest, bool]],
-    cpu_stranding: bool,
-    by_shape: bool,
-) -> None:
-    # The service builds the next table while the one in force still serves: used in
-    # either order as the cluster changes, each answers as fresh aggregates of its own
-    # table do (they share per-node counts, not F nor which rows are current).
-    keys = shapes.keys()
-    assume(len(set(keys)) == len(keys))  # a learned table never repeats a shape
-    successor = ShapeTable.from_rows(keys, (shapes.weight[::-1] + 0.1).tolist())
-    old = FragmentAggregates(shapes, cpu_stranding, by_shape)
-    old.refresh(state)
-    new = old.reweighted(successor)
-    assert new is not None
-    for request_, new_first in stream:
-        rows = check_feasibility(state, request_).feasible_rows
-        if not len(rows):
-            continue
-        shared = shared_gpu_of(state, request_, rows)
-        pairs = [(old, shapes), (new, successor)]
-        for memo, table in pairs[::-1] if new_first else pairs:
-            fresh = FragmentAggregates(table, cpu_stranding)
-            expected = fragmentation(Candidates(state, request_, rows, shared, fresh))
-            got = fragmentation(Candidates(state, request_, rows, shared, memo))
-            assert got.tolist() == expected.tolist()  # bit for bit
-        state.place(int(rows[0]), request_, choose_gpus(state.free_milli[rows[:1]], request_)[0])
-
-
 def test_the_table_in_force_keeps_its_own_f_while_its_successor_is_refreshed() -> None:
     # The order that found the successor sharing F and row versions with the table in
     # force: both refreshed, a pod placed, the old one refreshed first, then the new.
