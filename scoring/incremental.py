@@ -462,18 +462,12 @@ def _patch(
     (then every candidate's score moves, and the whole entry is patched now)."""
     if not _same_mix(entry.fragments, fragments):
         return _patched(entry, changed, versions, fragments)
-    since_base = (
-        np.union1d(entry.changed, changed)
-        if isinstance(entry, _Quick) and not entry.completed
-        else None
-    )
-    if (
-        isinstance(entry, _Quick)
-        and since_base is not None
-        and (len(since_base) <= REDO_SHARE * len(entry.rows))
-    ):
-        base, changed = entry.base, since_base
-    else:
+    base = None
+    if isinstance(entry, _Quick) and not entry.completed:
+        since_base = np.union1d(entry.changed, changed)
+        if len(since_base) <= REDO_SHARE * len(entry.rows):
+            base, changed = entry.base, since_base
+    if base is None:
         base = entry.full
     state, request, rows, policy = base.state, base.request, base.rows, base.policy
     part = _row_local(state, request, rows[changed], policy, fragments)
