@@ -52,7 +52,7 @@ from scoring.fairshare import (
     team_shares,
     team_weights,
 )
-from scoring.feasibility import CheckKind, check_feasibility
+from scoring.feasibility import Check, CheckKind, check_feasibility
 from scoring.fragmentation import FloatArray
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
@@ -87,6 +87,10 @@ _REGROUP_CHECK_EVERY = 64
 _WARM_MIX_BUDGET_S = 0.002
 """How long after an answer the service may spend bringing remembered evaluations
 to a new shape mix (one at least, once one is due)."""
+_CARRY_CHANGED_ROWS = 8
+"""A remembered evaluation is completed (every column patched, after an answer) once
+more candidates than this changed since it last was; until then each decision with it
+evaluates those rows again, which costs little next to copying every column."""
 _INCREMENTAL_FROM_NODES = 2_000
 """Below this many nodes, evaluating them all costs less than patching a few rows in
 (mostly fixed numpy overhead either way): in-process filter p50 at 1,500 nodes 1.04 ms
@@ -156,6 +160,13 @@ class Outcome:
         failed_check = self.evaluation.feasibility.failed_check
         return failed_check[self.group] if self.grouped else failed_check
 
+    def failed_counts(self) -> IntArray:
+        """How many requested rows fail each check, indexed by ``CheckKind``."""
+        if isinstance(self.source, Scored):
+            return self.source.failed_counts
+        failed_check = self.failed_check
+        return np.bincount(failed_check[failed_check >= 0], minlength=len(CheckKind))
+
     def _scores(self, among: BoolArray | None) -> tuple[IntArray, FloatArray, int | None]:
         """The feasible requested rows (within ``among``), their scores, and the index of
         the best among them (None when there are none)."""
@@ -195,7 +206,8 @@ class Outcome:
         """Index into ``evaluation.rows`` of requested row ``index`` (its group's
         stand-in), None where it does not fit."""
         group = int(self.group[index])
-        mask = self.evaluation.feasibility.mask
+        source = self.source
+        mask = source.mask if isinstance(source, Scored) else source.feasibility.mask
         return int(np.count_nonzero(mask[:group])) if mask[group] else None
 
     def best(self, among: BoolArray | None = None) -> int | None:
@@ -229,6 +241,14 @@ class _KnownNodes:
     known: list[str]
 
 
+def _terms_at(terms: dict[str, FloatArray], index: IntArray) -> dict[str, FloatArray]:
+    return {name: values[index] for name, values in terms.items()}
+
+
+def _terms_at_fitting(scored: Scored, fitting: IntArray, index: IntArray) -> dict[str, FloatArray]:
+    return scored.terms_at(fitting[index])
+
+
 @dataclass(frozen=True)
 class _TopNodes:
     """The node chosen (passed, or ranked 10) and the next best (one per group of
@@ -255,15 +275,24 @@ class _TopNodes:
         """``chosen``: the index into the requested rows of the node passed or ranked
         first (None: none was singled out); ``chosen_free``: its GPUs' free milli as the
         decision saw them (the pod may count there by now)."""
-        evaluation = outcome.evaluation
-        score = evaluation.score
+        source = outcome.source
+        terms_at: Callable[[IntArray], dict[str, FloatArray]]
+        if isinstance(source, Scored):
+            # Read where the decision left it: making the whole Evaluation for a few
+            # nodes would copy every column.
+            fitting = np.flatnonzero(source.mask)
+            score, candidates = source.score[fitting], source.rows[fitting]
+            terms_at = partial(_terms_at_fitting, source, fitting)
+        else:
+            score, candidates = source.score, source.rows
+            terms_at = partial(_terms_at, source.terms)
         first = None if chosen is None else outcome.evaluated(chosen)
         count = min(EXPLAIN_TOP_NODES, len(score))
         top = np.argpartition(-score, count - 1)[:count] if count else np.zeros(0, np.int64)
         if first is not None:
             top = top[top != first]
         top = top[np.argsort(-score[top], kind="stable")]
-        rows = evaluation.rows[top]
+        rows = candidates[top]
         if first is not None:
             # The node itself, with its group's values (it may not be the stand-in).
             top = np.concatenate(([first], top[: count - 1]))
@@ -275,9 +304,9 @@ class _TopNodes:
             tuple(state.names[row] for row in rows.tolist()),
             score[top],
             (float(score.max()), float(score.min())) if len(score) else (0.0, 0.0),
-            {name: values[top] for name, values in evaluation.terms.items()},
+            terms_at(top),
             free_milli,
-            evaluation.request,
+            source.request,
             first is not None,
         )
 
@@ -797,6 +826,9 @@ class Extender:
         group, members = self._grouped(state, rows)
         return Outcome(self._evaluate(state, request, members), group, rows)
 
+    def _complete_evaluations(self) -> None:
+        self._incremental.complete(above=_CARRY_CHANGED_ROWS)
+
     def _warm_mix(self) -> None:
         """Bring the remembered evaluations to the shape mix the next pod decides with
         (built ahead after the answer, every 50 arrivals or so), most recently used
@@ -941,15 +973,15 @@ class Extender:
             "top": top,
         }
         self._explain(key, request)["filter"] = record
-        rejections = partial(self._rejections, outcome, known, held_reasons, unknown)
+        rejections = partial(self._rejections, outcome, request, known, held_reasons, unknown)
         if passed:  # counted after the answer: only the metrics and explain show them
             self.view.defer(lambda: record.update(rejected=rejections(None)))
         else:  # the reasons are the answer
             record["rejected"] = rejections((failed, unresolvable))
         self.view.defer(top.get)
-        # The rest of the evaluation (explain's, the rejection counts') was left to be
-        # made from what the call fixed: after the answer, or when first read.
-        self._after_answer(self._incremental.complete)
+        # The rest of the evaluation was left to be made from what the call fixed: when
+        # first read, or after an answer once enough has changed since it last was.
+        self._after_answer(self._complete_evaluations)
         self._after_answer(self.fragments.prepare)
         self._after_answer(self._warm_mix)
         result: dict[str, Any] = {
@@ -996,6 +1028,7 @@ class Extender:
     def _rejections(
         self,
         outcome: Outcome,
+        request: PodRequest,
         known: list[str],
         held_reasons: Mapping[int, str],
         unknown: list[str],
@@ -1004,15 +1037,13 @@ class Extender:
         """The rejected nodes counted by reason (and in the metrics); with ``listed``,
         also written there by name: (failed, failed and unresolvable)."""
         counts: dict[str, int] = {}
-        failed_check = outcome.failed_check
-        rejected = failed_check >= 0
-        feasibility = outcome.evaluation.feasibility
-        by_kind = np.bincount(failed_check[rejected], minlength=len(CheckKind))
+        by_kind = outcome.failed_counts()
         for kind in np.flatnonzero(by_kind).tolist():
-            check = feasibility.check(kind)
+            check = Check.of(kind, request)
             counts[check.reason] = counts.get(check.reason, 0) + int(by_kind[kind])
             if listed is not None:
                 failed, unresolvable = listed
+                failed_check = outcome.failed_check
                 (unresolvable if check.unresolvable else failed).update(
                     dict.fromkeys(compress(known, (failed_check == kind).tolist()), check.reason)
                 )

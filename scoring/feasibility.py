@@ -44,6 +44,11 @@ class Check:
     kind: CheckKind
     reason: str
 
+    @classmethod
+    def of(cls, kind: int, request: PodRequest) -> Check:
+        """Check ``kind`` failed by ``request``, with its reason."""
+        return cls(CheckKind(kind), reason(CheckKind(kind), request))
+
     @property
     def unresolvable(self) -> bool:
         return self.kind not in RESOLVABLE
@@ -113,7 +118,7 @@ class Feasibility:
         return failed
 
     def check(self, kind: int) -> Check:
-        return Check(CheckKind(kind), reason(CheckKind(kind), self.request))
+        return Check.of(kind, self.request)
 
     def reasons_by_row(self) -> dict[int, Check]:
         failed_check = self.failed_check

@@ -103,6 +103,13 @@ class _Columns(_Taken):
     def full(self) -> _Columns:
         return self
 
+    @cached_property
+    def failed_counts(self) -> IntArray:
+        return _failed_counts(self.failed_check)
+
+    def terms_at(self, index: IntArray) -> dict[str, FloatArray]:
+        return {name: self.terms[name][index] for name in _weighted(self.policy)}
+
 
 @dataclass(frozen=True, eq=False)
 class _Quick(_Taken):
@@ -130,6 +137,35 @@ class _Quick(_Taken):
     def completed(self) -> bool:
         return "full" in self.__dict__
 
+    @cached_property
+    def failed_counts(self) -> IntArray:
+        if self.completed:
+            return self.full.failed_counts
+        base = self.base
+        return (
+            base.failed_counts
+            - _failed_counts(base.failed_check[self.changed])
+            + _failed_counts(self.part.feasibility.failed_check)
+        )
+
+    def terms_at(self, index: IntArray) -> dict[str, FloatArray]:
+        if self.completed:
+            return self.full.terms_at(index)
+        changed = self.changed
+        # Where each candidate asked for is among those changed since base (sorted).
+        at = np.minimum(np.searchsorted(changed, index), max(len(changed) - 1, 0))
+        hit = changed[at] == index if len(changed) else np.zeros(len(index), dtype=bool)
+        terms = {}
+        for name in _weighted(self.policy):
+            if name == MEMORY_FIT:
+                assert self.floor is not None  # weighted memory fit keeps a floor
+                terms[name] = self.floor.fit(index)
+                continue
+            values = self.base.terms[name][index]
+            values[hit] = self.part.terms[name][at[hit]]
+            terms[name] = values
+        return terms
+
 
 _Entry = _Columns | _Quick
 
@@ -148,6 +184,17 @@ class Scored:
     """Per candidate, the evaluation's score where ``mask`` holds (meaningless elsewhere)."""
     tie_tolerance: float
     entry: _Entry
+
+    @property
+    def failed_counts(self) -> IntArray:
+        """How many candidates fail each check, indexed by ``CheckKind`` (without
+        making the Evaluation)."""
+        return self.entry.failed_counts
+
+    def terms_at(self, index: IntArray) -> dict[str, FloatArray]:
+        """Each weighted term's value at the candidates ``index`` (which fit), in the
+        policy's order: what the Evaluation holds for them, without making it."""
+        return self.entry.terms_at(index)
 
     @cached_property
     def evaluation(self) -> Evaluation:
@@ -260,10 +307,13 @@ class IncrementalEvaluator:
                 break
         return warmed
 
-    def complete(self) -> None:
-        """Patch every remembered entry's columns in full now (they read no state)."""
+    def complete(self, above: int = 0) -> None:
+        """Patch in full now the columns of each remembered entry with more than
+        ``above`` candidates changed since they were (they read no state).  Until then a
+        decision evaluates again every candidate changed since: a few more rows in one
+        vectorised call cost far less than a copy of every column after each decision."""
         for key, entry in self._entries.items():
-            if isinstance(entry, _Quick):
+            if isinstance(entry, _Quick) and len(entry.changed) > above:
                 self._entries[key] = entry.full
 
     def _remember(self, key: PodRequest, entry: _Entry) -> None:
@@ -370,6 +420,14 @@ class _MemoryFloor:
         return fit_to(self.smallest, memory)
 
 
+def _failed_counts(failed_check: IntArray) -> IntArray:
+    return np.bincount(failed_check[failed_check >= 0], minlength=len(CheckKind))
+
+
+def _weighted(policy: PolicyConfig) -> list[str]:
+    return [name for name, weight in policy.weights.items() if weight > 0]
+
+
 def _same_floor(a: np.int64 | None, b: np.int64 | None) -> bool:
     return a is None if b is None else a is not None and a == b
 
@@ -462,13 +520,7 @@ def _patch(
     (then every candidate's score moves, and the whole entry is patched now)."""
     if not _same_mix(entry.fragments, fragments):
         return _patched(entry, changed, versions, fragments)
-    base = None
-    if isinstance(entry, _Quick) and not entry.completed:
-        since_base = np.union1d(entry.changed, changed)
-        if len(since_base) <= REDO_SHARE * len(entry.rows):
-            base, changed = entry.base, since_base
-    if base is None:
-        base = entry.full
+    base, changed = _rebased(entry, changed)
     state, request, rows, policy = base.state, base.request, base.rows, base.policy
     part = _row_local(state, request, rows[changed], policy, fragments)
     mask = base.mask.copy()
@@ -499,6 +551,17 @@ def _patch(
     )
 
 
+def _rebased(entry: _Entry, changed: IntArray) -> tuple[_Columns, IntArray]:
+    """The columns to patch ``entry``'s ``changed`` candidates into, and the candidates to
+    patch: an incomplete entry's base and every change since it (one step, not two),
+    unless they are too many; else its columns, completed."""
+    if isinstance(entry, _Quick) and not entry.completed:
+        since_base = np.union1d(entry.changed, changed)
+        if len(since_base) <= REDO_SHARE * len(entry.rows):
+            return entry.base, since_base
+    return entry.full, changed
+
+
 def _patched(
     entry: _Entry,
     changed: IntArray,
@@ -510,6 +573,8 @@ def _patched(
     the terms that read the shape mix taken again over all of them when it changed
     (every 50 arrivals or so: the checks and the other terms stand).  ``part``: the
     changed candidates' evaluation, taken already (with the same mix)."""
+    if part is None:
+        entry, changed = _rebased(entry, changed)
     entry = entry.full
     state, request, rows, policy = entry.state, entry.request, entry.rows, entry.policy
     redo = frozenset() if _same_mix(entry.fragments, fragments) else SHAPE_TERMS

@@ -607,17 +607,20 @@ async def test_prioritize_of_the_node_filter_passed_alone_is_the_filters_answer(
     assert extender.metrics.registry.get_sample_value(counter) == reused
 
 
+@pytest.mark.parametrize("carry", [0, 3, 32])
 @pytest.mark.parametrize("filter_passes", ["best", "feasible"])
 async def test_a_run_of_pods_over_distinct_nodes_is_answered_as_a_plain_evaluation(
-    filter_passes: str, monkeypatch: pytest.MonkeyPatch
+    filter_passes: str, carry: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nodes each in a state of their own: the service evaluates the request's node list
     once and then only the rows that changed (scoring.incremental; from 2,000 nodes, here
     from any number); pod after pod, its answers are those of a service that evaluates
-    everything every time."""
+    everything every time.  What explain and the metrics show is read from the evaluation
+    whether it was completed after the answer (``carry`` changed rows at most) or not."""
     from extender import ClusterView, Extender
 
     monkeypatch.setattr("extender.service._INCREMENTAL_FROM_NODES", 0)
+    monkeypatch.setattr("extender.service._CARRY_CHANGED_ROWS", carry)
 
     def distinct() -> list[Any]:
         return [node(f"n-{i:02d}", cpu_milli=48_000 + 1_000 * i) for i in range(16)]

@@ -33,6 +33,7 @@ from scoring import (
     ShapeTable,
     evaluate,
 )
+from scoring.feasibility import CheckKind
 from scoring.incremental import IncrementalEvaluator, Scored
 from scoring.terms import TERMS
 
@@ -112,6 +113,7 @@ def test_every_answer_is_evaluates(
         assert np.array_equal(scored.score[scored.mask], expected.score)
         assert scored.tie_tolerance == expected.tie_tolerance
         if look_now:
+            assert_same_reading(scored, expected)
             got = scored.evaluation
             assert got.request == request
             assert_same(got, expected)
@@ -122,11 +124,27 @@ def test_every_answer_is_evaluates(
         if place and best is not None:
             state.place(int(expected.rows[best]), request, expected.gpus_of(best))
     for scored, expected in later:
+        assert_same_reading(scored, expected)
         assert scored.evaluation.request == scored.request
         assert_same(scored.evaluation, expected)
     # Evaluations handed out are never patched in place.
     for got, expected in kept:
         assert_same_arrays_as(got, expected)
+
+
+def assert_same_reading(scored: Scored, expected: Evaluation) -> None:
+    """What the service reads of an answer without making its Evaluation: the count of
+    candidates failing each check, and the terms of some that fit."""
+    failed_check = expected.feasibility.failed_check
+    assert scored.failed_counts.tolist() == [
+        int(np.count_nonzero(failed_check == kind)) for kind in range(len(CheckKind))
+    ]
+    fitting = np.flatnonzero(scored.mask)
+    at = np.arange(len(fitting))[::-1]  # every one that fits, in another order
+    got = scored.terms_at(fitting[at])
+    assert list(got) == list(expected.terms)
+    for name, values in expected.terms.items():
+        assert np.array_equal(got[name], values[at]), name
 
 
 def assert_same_arrays_as(got: Evaluation, expected: Evaluation) -> None:
@@ -296,6 +314,7 @@ def test_an_evaluation_made_later_is_that_of_the_state_at_the_call() -> None:
         state.place(5, request, (len(later) - 1,))
     assert [type(scored.entry).__name__ for scored, _ in later] == ["_Columns"] + ["_Quick"] * 4
     for scored, expected in later:
+        assert_same_reading(scored, expected)
         assert_same(scored.evaluation, expected)
     assert len({float(expected.score[5]) for _, expected in later}) > 1  # node 5 did move
 
