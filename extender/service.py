@@ -1038,12 +1038,13 @@ class Extender:
         also written there by name: (failed, failed and unresolvable)."""
         counts: dict[str, int] = {}
         by_kind = outcome.failed_counts()
+        failed_check = None if listed is None else outcome.failed_check
         for kind in np.flatnonzero(by_kind).tolist():
             check = Check.of(kind, request)
             counts[check.reason] = counts.get(check.reason, 0) + int(by_kind[kind])
             if listed is not None:
+                assert failed_check is not None
                 failed, unresolvable = listed
-                failed_check = outcome.failed_check
                 (unresolvable if check.unresolvable else failed).update(
                     dict.fromkeys(compress(known, (failed_check == kind).tolist()), check.reason)
                 )

@@ -17,7 +17,9 @@ so a caller may keep one.
 A decision reads little of an evaluation: which candidates fit, and their weighted
 score.  :meth:`IncrementalEvaluator.score` patches those at once and the rest (each
 check's column, each term's, the :class:`Evaluation` itself) when first asked for,
-from inputs fixed at the call: the service asks after its answer is sent.
+from inputs fixed at the call.  What the service shows of an answer (the count of
+nodes failing each check, the terms of the top few) is read without it, and it
+completes an entry after an answer only once enough candidates changed since.
 """
 
 from __future__ import annotations
@@ -226,6 +228,8 @@ class IncrementalEvaluator:
         """Evaluations answered by patching changed rows (or none) into a remembered one."""
         self._state: ClusterState | None = None
         self._policy: PolicyConfig | None = None
+        self._mix: FragmentAggregates | None = None
+        """The shape mix of the last decision."""
 
     def evaluate(
         self,
@@ -252,6 +256,7 @@ class IncrementalEvaluator:
             self._entries.clear()
             self._ahead.clear()
             self._state, self._policy = state, policy
+        self._mix = fragments
         key = scoring_key(request, policy)
         entry = self._entries.get(key)
         ahead = self._ahead.get(key)
@@ -309,11 +314,15 @@ class IncrementalEvaluator:
 
     def complete(self, above: int = 0) -> None:
         """Patch in full now the columns of each remembered entry with more than
-        ``above`` candidates changed since they were (they read no state).  Until then a
-        decision evaluates again every candidate changed since: a few more rows in one
-        vectorised call cost far less than a copy of every column after each decision."""
+        ``above`` candidates changed since they were (they read no state), and of each
+        taken with a shape mix other than the last decision's (it holds that mix until
+        then).  Until then a decision evaluates again every candidate changed since: a
+        few more rows in one vectorised call cost far less than a copy of every column
+        after each decision."""
         for key, entry in self._entries.items():
-            if isinstance(entry, _Quick) and len(entry.changed) > above:
+            if isinstance(entry, _Quick) and (
+                len(entry.changed) > above or entry.mix is not self._mix
+            ):
                 self._entries[key] = entry.full
 
     def _remember(self, key: PodRequest, entry: _Entry) -> None:

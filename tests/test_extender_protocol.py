@@ -615,8 +615,10 @@ async def test_a_run_of_pods_over_distinct_nodes_is_answered_as_a_plain_evaluati
     """Nodes each in a state of their own: the service evaluates the request's node list
     once and then only the rows that changed (scoring.incremental; from 2,000 nodes, here
     from any number); pod after pod, its answers are those of a service that evaluates
-    everything every time.  What explain and the metrics show is read from the evaluation
-    whether it was completed after the answer (``carry`` changed rows at most) or not."""
+    everything every time.  Explain and the rejection counts read the remembered entry
+    whether or not it was completed after the answer (``carry``).  (Every term here is
+    the same on every node: tests/test_incremental.py holds the terms read from an
+    entry not completed to ``evaluate``'s.)"""
     from extender import ClusterView, Extender
 
     monkeypatch.setattr("extender.service._INCREMENTAL_FROM_NODES", 0)

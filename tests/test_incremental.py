@@ -257,6 +257,37 @@ def test_it_holds_on_to_no_replaced_state_or_shape_mix() -> None:
     assert [ref() for ref in gone] == [None, None]
 
 
+@pytest.mark.parametrize("above", [0, 8])
+def test_entries_left_incomplete_let_go_of_a_replaced_shape_mix(above: int) -> None:
+    # The service completes an entry after an answer only once enough changed since
+    # (``above``); one patched under a mix that has been replaced is completed anyway,
+    # and holds that mix no longer.
+    state = state_of(*(node(f"n{i}", 8) for i in range(40)))
+    rows, policy = np.arange(40), PolicyConfig()
+    shapes = [whole(1, 1_000), whole(2, 1_000)]
+    incremental = IncrementalEvaluator()
+    old_mix = FragmentAggregates(shape_table((0, 1000, 2, (), 1.0)))
+    for row, request in enumerate(shapes * 2):  # the second round patches changed rows in
+        incremental.score(state, request, rows, policy, old_mix)
+        state.place(row, whole(1, 1_000), (0,))
+    incremental.complete(above=above)
+    kept = [type(entry).__name__ for entry in incremental._entries.values()]
+    # A new mix in force: the last decision's.
+    mix = FragmentAggregates(shape_table((0, 1000, 4, (), 1.0)))
+    incremental.score(state, whole(4, 1_000), rows, policy, mix)
+    incremental.complete(above=above)
+    gone = weakref.ref(old_mix)
+    del old_mix
+    gc.collect()
+    assert gone() is None
+    assert kept == (["_Columns", "_Columns"] if above == 0 else ["_Quick", "_Quick"])
+    for request in shapes:
+        assert_same(
+            incremental.evaluate(state, request, rows, policy, mix),
+            evaluate(state, request, rows, policy, mix),
+        )
+
+
 def test_a_shape_mix_that_is_gone_is_not_taken_for_no_mix() -> None:
     state = state_of(*(node(f"n{i}", 8) for i in range(6)))
     set_free(state, 1, [0, 0, 1000, 1000, 1000, 1000, 1000, 1000])
