@@ -7,7 +7,10 @@ latency: per node count, the extender serves a synthetic cluster (a mix of 8x an
 4x GPU nodes, half their GPUs taken, every node in its own state) from a child
 process on loopback; a client plays kube-scheduler's filter then prioritize for
 ``--decisions`` pods (no bind: filter counts each pod on the node it passes, as it does
-for kube-scheduler, so the cluster fills as it would).  Reported: server-side p50/p99 per verb (the ``Server-Timing`` header),
+for kube-scheduler, so the cluster fills as it would).  Every filter names every node,
+shuffled: kube-scheduler's filters run in parallel and list the feasible nodes in the
+order they finish, another every cycle (``findNodesThatPassFilters``,
+pkg/scheduler/schedule_one.go); ``--node-order fixed`` sends one list throughout.  Reported: server-side p50/p99 per verb (the ``Server-Timing`` header),
 the client's round trip, and the transport floor measured in the same run: the
 same body posted to an endpoint that only reads it and answers as many bytes as
 the real answer had.  The server finishes some bookkeeping after each answer (what
@@ -143,9 +146,15 @@ async def _timed(
 
 
 async def measure(
-    url: str, names: list[str], decisions: int, seed: int, quiet: bool
+    url: str,
+    names: list[str],
+    decisions: int,
+    seed: int,
+    quiet: bool,
+    shuffled: bool = True,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
+    order_rng = np.random.default_rng([seed, 1])
     figures: dict[str, list[float]] = {
         key: []
         for key in (
@@ -170,7 +179,8 @@ async def measure(
             range(decisions + WARMUP_DECISIONS), disable=quiet, file=sys.stderr, unit="pod"
         ):
             pod = pod_manifest(f"bench-{index}", random_request(rng), namespace=f"team-{index % 8}")
-            body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
+            sent = [names[i] for i in order_rng.permutation(len(names))] if shuffled else names
+            body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": sent})
             filter_ms, filter_server_ms, answer, status = await _timed(
                 session, url, "/filter", body
             )
@@ -261,6 +271,7 @@ def main(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "decisions": args.decisions,
         "seed": args.seed,
+        "node_order": args.node_order,
         "load_average_before": _load_average(),
         "targets": {
             "server_p99_ms_at_5000": TARGET_SERVER_P99_MS,
@@ -274,7 +285,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"{count} nodes: starting the extender ...", file=sys.stderr)
         with LoopbackServer(nodes, setup=prefill, floor_endpoint=True) as server:
             report["nodes"][str(count)] = asyncio.run(
-                measure(server.url, names, args.decisions, args.seed, quiet=False)
+                measure(
+                    server.url,
+                    names,
+                    args.decisions,
+                    args.seed,
+                    quiet=False,
+                    shuffled=args.node_order == "shuffled",
+                )
             )
     report["load_average_after"] = _load_average()
     print_latency(report)

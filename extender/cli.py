@@ -229,6 +229,16 @@ def _add_bench(commands: Any) -> None:
     latency.add_argument(
         "--decisions", type=_positive, default=1000, help="pods per node count (default 1000)"
     )
+    latency.add_argument(
+        "--node-order",
+        choices=["shuffled", "fixed"],
+        default="shuffled",
+        help=(
+            "order of NodeNames in each filter: shuffled (default), as kube-scheduler's"
+            " parallel filter finds the nodes in another order every cycle; fixed, the same"
+            " list every time (the best case)"
+        ),
+    )
     latency.add_argument("--seed", type=int, default=42)
     latency.add_argument("--json", type=Path, help="write the figures here")
     latency.set_defaults(run=_run_bench_latency)

@@ -1,15 +1,18 @@
-"""``evaluate`` again over the same candidates, redone only on the rows that changed.
+"""``evaluate`` again for another pod of a shape, redone only on the rows that changed.
 
-kube-scheduler asks about the same node list pod after pod, and between two pods
-of one shape few nodes change: the one the last pod went to, and the few the
-watch reported.  :class:`IncrementalEvaluator` keeps, per request, each check's
-pass column and each term's values over every candidate, with the row versions
-they were taken at; the next call evaluates only the rows whose version moved,
-and patches them in.  The answer equals ``evaluate``'s: a term's value for a node
-is a function of that node's row alone (the tests hold every term to it), except
-for memory fit, which divides by the smallest GPU memory among the candidates that
-fit: a count of those candidates per memory size tells when that changes, and the
-term is taken again over every candidate only then.
+Between two pods of one shape few nodes change: the one the last pod went to, and
+the few the watch reported.  :class:`IncrementalEvaluator` keeps, per request, each
+check's pass column and each term's values over every node of the state, with the
+row versions they were taken at; the next call evaluates only the rows whose
+version moved, patches them in, and reads the answer at the nodes it asks about, in
+its order (kube-scheduler's parallel filters find the feasible nodes in another
+order every cycle, and fewer as nodes fill).  The answer equals ``evaluate``'s over
+those nodes: a term's value for a node is a function of that node's row alone (the
+tests hold every term to it), except for memory fit, which divides by the smallest
+GPU memory among the candidates that fit: a count of the nodes that fit per memory
+size tells when the cluster's changes, and the term is taken again over every node
+only then; where the nodes asked about have another smallest size, their scores are
+taken again at the read.
 
 Evaluations handed out are never written to afterwards (patches go to copies),
 so a caller may keep one.
@@ -19,7 +22,7 @@ score.  :meth:`IncrementalEvaluator.score` patches those at once and the rest (e
 check's column, each term's, the :class:`Evaluation` itself) when first asked for,
 from inputs fixed at the call.  What the service shows of an answer (the count of
 nodes failing each check, the terms of the top few) is read without it, and it
-completes an entry after an answer only once enough candidates changed since.
+completes an entry after an answer only once enough nodes changed since.
 """
 
 from __future__ import annotations
@@ -105,9 +108,8 @@ class _Columns(_Taken):
     def full(self) -> _Columns:
         return self
 
-    @cached_property
-    def failed_counts(self) -> IntArray:
-        return _failed_counts(self.failed_check)
+    def failed_check_at(self, index: IntArray) -> IntArray:
+        return self.failed_check[index]
 
     def terms_at(self, index: IntArray) -> dict[str, FloatArray]:
         return {name: self.terms[name][index] for name in _weighted(self.policy)}
@@ -139,24 +141,18 @@ class _Quick(_Taken):
     def completed(self) -> bool:
         return "full" in self.__dict__
 
-    @cached_property
-    def failed_counts(self) -> IntArray:
+    def failed_check_at(self, index: IntArray) -> IntArray:
         if self.completed:
-            return self.full.failed_counts
-        base = self.base
-        return (
-            base.failed_counts
-            - _failed_counts(base.failed_check[self.changed])
-            + _failed_counts(self.part.feasibility.failed_check)
-        )
+            return self.full.failed_check_at(index)
+        hit, at = self._changed_at(index)
+        failed_check = self.base.failed_check[index]
+        failed_check[hit] = self.part.feasibility.failed_check[at[hit]]
+        return failed_check
 
     def terms_at(self, index: IntArray) -> dict[str, FloatArray]:
         if self.completed:
             return self.full.terms_at(index)
-        changed = self.changed
-        # Where each candidate asked for is among those changed since base (sorted).
-        at = np.minimum(np.searchsorted(changed, index), max(len(changed) - 1, 0))
-        hit = changed[at] == index if len(changed) else np.zeros(len(index), dtype=bool)
+        hit, at = self._changed_at(index)
         terms = {}
         for name in _weighted(self.policy):
             if name == MEMORY_FIT:
@@ -168,14 +164,27 @@ class _Quick(_Taken):
             terms[name] = values
         return terms
 
+    def _changed_at(self, index: IntArray) -> tuple[BoolArray, IntArray]:
+        """Which candidates ``index`` changed since base, and where (``changed`` is sorted)."""
+        changed = self.changed
+        if not len(changed):
+            return np.zeros(len(index), dtype=bool), np.zeros(len(index), dtype=np.int64)
+        at = np.minimum(np.searchsorted(changed, index), len(changed) - 1)
+        return changed[at] == index, at
+
 
 _Entry = _Columns | _Quick
 
 
 @dataclass(frozen=True, eq=False)
 class Scored:
-    """One request's answer over the candidates: which fit, and their weighted score,
-    at once; the whole :class:`Evaluation` when first asked for."""
+    """One request's answer over its candidates: which fit, and their weighted score, at
+    once; the whole :class:`Evaluation` when first asked for.
+
+    Read from an entry taken over every node of the state, at the candidates' rows.
+    Memory fit divides by the smallest GPU memory among the candidates that fit: where
+    that of these candidates is not the cluster's, their scores are taken again here.
+    """
 
     state: ClusterState
     request: PodRequest
@@ -186,21 +195,38 @@ class Scored:
     """Per candidate, the evaluation's score where ``mask`` holds (meaningless elsewhere)."""
     tie_tolerance: float
     entry: _Entry
+    """The evaluation over every node; ``rows`` index into it."""
+    smallest: np.int64 | None
+    """The smallest GPU memory among the candidates that fit (memory fit's floor)."""
 
     @property
     def failed_counts(self) -> IntArray:
         """How many candidates fail each check, indexed by ``CheckKind`` (without
         making the Evaluation)."""
-        return self.entry.failed_counts
+        return _failed_counts(self.entry.failed_check_at(self.rows))
 
     def terms_at(self, index: IntArray) -> dict[str, FloatArray]:
         """Each weighted term's value at the candidates ``index`` (which fit), in the
         policy's order: what the Evaluation holds for them, without making it."""
-        return self.entry.terms_at(index)
+        rows = self.rows[index]
+        return _at_floor(self.entry.terms_at(rows), self.state, self.request, self.smallest, rows)
 
     @cached_property
     def evaluation(self) -> Evaluation:
-        evaluation = self.entry.full.evaluation
+        full = self.entry.full
+        if self.rows is full.rows:
+            evaluation = full.evaluation
+        else:
+            rows, request = self.rows, self.request
+            checks = tuple((kind, passed[rows]) for kind, passed in full.checks)
+            feasibility = Feasibility(request, rows, full.mask[rows], checks)
+            # Feasibility.failed_check is a cached property: hand it the gathered column.
+            feasibility.__dict__["failed_check"] = full.failed_check[rows]
+            columns = {name: full.terms[name][rows] for name in full.terms}
+            columns = _at_floor(columns, self.state, request, self.smallest, rows)
+            evaluation = _assemble(
+                self.state, request, feasibility, full.shared_gpu[rows], columns, full.policy, None
+            )
         return (
             evaluation
             if evaluation.request == self.request
@@ -211,10 +237,10 @@ class Scored:
 class IncrementalEvaluator:
     """``evaluate(state, request, rows, policy, fragments)``, remembered per request.
 
-    An entry is reused while the state, the ``rows`` array (the same object) and the
-    policy are the same; only rows whose ``row_version`` moved are evaluated again,
-    and the terms that read the shape mix when the aggregates changed.  At most
-    ``size`` requests are remembered.
+    An entry covers every node of the state and is reused, whatever ``rows`` a call
+    asks about, while the state and the policy are the same; only rows whose
+    ``row_version`` moved are evaluated again, and the terms that read the shape mix
+    when the aggregates changed.  At most ``size`` requests are remembered.
     """
 
     def __init__(self, size: int = 16) -> None:
@@ -228,6 +254,8 @@ class IncrementalEvaluator:
         """Evaluations answered by patching changed rows (or none) into a remembered one."""
         self._state: ClusterState | None = None
         self._policy: PolicyConfig | None = None
+        self._everything = np.zeros(0, dtype=np.int64)
+        """Every row of the state: what the entries are taken over."""
         self._mix: FragmentAggregates | None = None
         """The shape mix of the last decision."""
 
@@ -250,33 +278,39 @@ class IncrementalEvaluator:
         fragments: FragmentAggregates | None = None,
     ) -> Scored:
         """What :meth:`evaluate` gives, the rest of its Evaluation made when first asked
-        for, from what this call fixed (:meth:`complete` makes every entry's now)."""
+        for, from what this call fixed (:meth:`complete` makes every entry's now).
+
+        The entries cover every node of the state, whichever nodes a call asks about and
+        in whatever order: kube-scheduler's parallel filters find the feasible nodes in
+        another order every cycle, and fewer as nodes fill."""
         if state is not self._state or policy is not self._policy:
             # No entry can serve again: let go of the old arrays at once.
             self._entries.clear()
             self._ahead.clear()
             self._state, self._policy = state, policy
+            self._everything = np.arange(state.n_nodes)
         self._mix = fragments
+        everything = self._everything
         key = scoring_key(request, policy)
         entry = self._entries.get(key)
         ahead = self._ahead.get(key)
         if ahead is not None and _same_mix(ahead.fragments, fragments):
             del self._ahead[key]
             entry = self._entries[key] = ahead
-        if entry is not None and entry.serves(state, rows, policy):
-            versions = state.row_version[rows]
+        if entry is not None and entry.serves(state, everything, policy):
+            versions = state.row_version
             changed = np.flatnonzero(versions != entry.versions)
-            if len(changed) <= REDO_SHARE * len(rows):
+            if len(changed) <= REDO_SHARE * len(everything):
                 self.patched += 1
                 if len(changed) or not _same_mix(entry.fragments, fragments):
-                    entry = _patch(entry, changed, versions, fragments)
+                    entry = _patch(entry, changed, versions.copy(), fragments)
                     self._remember(key, entry)
                 else:
                     self._entries.move_to_end(key)
-                return _scored(entry, request)
-        entry = _fresh(state, request, rows, policy, fragments)
+                return _scored(entry, request, rows)
+        entry = _fresh(state, request, everything, policy, fragments)
         self._remember(key, entry)
-        return _scored(entry, request)
+        return _scored(entry, request, rows)
 
     def warm(
         self,
@@ -333,9 +367,40 @@ class IncrementalEvaluator:
             self._ahead.pop(oldest, None)
 
 
-def _scored(entry: _Entry, request: PodRequest) -> Scored:
+def _scored(entry: _Entry, request: PodRequest, rows: IntArray) -> Scored:
+    """``entry`` (over every node) read at ``rows``."""
     tie_tolerance = entry.policy.tie_tolerance / total_weight(entry.policy)
-    return Scored(entry.state, request, entry.rows, entry.mask, entry.score, tie_tolerance, entry)
+    floor = entry.floor
+    smallest = None if floor is None else floor.smallest
+    if rows is entry.rows or (len(rows) == len(entry.rows) and np.array_equal(rows, entry.rows)):
+        rows = entry.rows
+        return Scored(
+            entry.state, request, rows, entry.mask, entry.score, tie_tolerance, entry, smallest
+        )
+    mask, score = entry.mask[rows], entry.score[rows]
+    if floor is not None and request.gpu_count:
+        among = floor.smallest_at(rows, mask)
+        if not _same_floor(among, smallest):
+            # Memory fit over these candidates divides by another size: weigh them again.
+            smallest = among
+            terms = _at_floor(entry.terms_at(rows), entry.state, request, smallest, rows)
+            score = weighted_mean(terms, entry.policy, len(rows))
+    return Scored(entry.state, request, rows, mask, score, tie_tolerance, entry, smallest)
+
+
+def _at_floor(
+    terms: dict[str, FloatArray],
+    state: ClusterState,
+    request: PodRequest,
+    smallest: np.int64 | None,
+    rows: IntArray,
+) -> dict[str, FloatArray]:
+    """``terms`` of ``rows``, with memory fit's (where weighted) taken against
+    ``smallest``, the smallest GPU memory among the candidates that fit."""
+    if MEMORY_FIT in terms:
+        memory = state.gpu_memory_mib[rows]
+        terms[MEMORY_FIT] = fit_to(smallest, memory) if request.gpu_count else np.ones(len(rows))
+    return terms
 
 
 def scoring_key(request: PodRequest, policy: PolicyConfig) -> PodRequest:
@@ -410,6 +475,12 @@ class _MemoryFloor:
     def smallest(self) -> np.int64 | None:
         present = np.flatnonzero(self.fitting)
         return self.sizes[present[0]] if len(present) else None
+
+    def smallest_at(self, at: IntArray, fitting: BoolArray) -> np.int64 | None:
+        """The smallest known memory among the candidates ``at`` where ``fitting``."""
+        memory = self.memory[at][fitting]
+        known = memory[memory > 0]
+        return known.min() if len(known) else None
 
     def moved(self, changed: IntArray, was: BoolArray, now: BoolArray) -> _MemoryFloor:
         """The floor once the candidates at ``changed`` fit as ``now`` says (``was`` before)."""

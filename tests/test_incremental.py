@@ -78,7 +78,12 @@ _OWNERS = st.tuples(
     policy=st.sampled_from([EVERY_TERM, PolicyConfig()]),
     steps=st.lists(
         st.tuples(
-            st.integers(0, 5), st.booleans(), st.booleans(), st.integers(0, 1), st.booleans()
+            st.integers(0, 5),
+            st.booleans(),
+            st.booleans(),
+            st.integers(0, 1),
+            st.booleans(),
+            st.integers(0, 3),
         ),
         max_size=12,
     ),
@@ -89,7 +94,7 @@ def test_every_answer_is_evaluates(
     asks: list[PodRequest],
     owners: list[tuple[str, PodClass, bool, int]],
     policy: PolicyConfig,
-    steps: list[tuple[int, bool, bool, int, bool]],
+    steps: list[tuple[int, bool, bool, int, bool, int]],
 ) -> None:
     # The shape mix the service learns is replaced now and then (every 50 arrivals).
     mixes = [None if t is None else FragmentAggregates(t, cpu_stranding=True) for t in tables]
@@ -98,12 +103,16 @@ def test_every_answer_is_evaluates(
         for ask in asks
         for team, pod_class, preemptible, priority in owners
     ]
-    rows = np.arange(state.n_nodes)
+    every = np.arange(state.n_nodes)
     incremental = IncrementalEvaluator()
     kept: list[tuple[Evaluation, Evaluation]] = []
     later: list[tuple[Scored, Evaluation]] = []
-    for index, place, over_share, mix, look_now in steps:
+    for step, (index, place, over_share, mix, look_now, asked) in enumerate(steps):
         request, fragments = pods[index % len(pods)], mixes[mix % len(mixes)]
+        # The nodes asked about: all in order, or (as kube-scheduler sends them) in
+        # another order, or some of them.
+        order = np.random.default_rng([step, asked]).permutation(state.n_nodes)
+        rows = (every, order, order[: max(1, state.n_nodes // 2)], order[:1])[asked]
         if over_share:  # what reclaim_cost reads: a change of it is a change of every row
             state.over_share_teams = state.over_share_teams ^ {request.team}
         scored = incremental.score(state, request, rows, policy, fragments)
@@ -165,9 +174,35 @@ def test_only_changed_rows_are_evaluated_again() -> None:
     patched = incremental.evaluate(state, request, rows, policy)
     assert patched is not first and incremental.patched == 2
     assert_same(patched, evaluate(state, request, rows, policy))
-    # Another array of the same rows is another candidate list: evaluated afresh.
-    incremental.evaluate(state, request, rows.copy(), policy)
-    assert incremental.patched == 2
+    # kube-scheduler sends the nodes in another order every cycle, and fewer as they
+    # fill: the same entry answers, at the nodes asked about.
+    for asked in (rows.copy(), rows[::-1].copy(), np.array([6, 3, 1])):
+        assert_same(
+            incremental.evaluate(state, request, asked, policy),
+            evaluate(state, request, asked, policy),
+        )
+    assert incremental.patched == 5
+
+
+def test_memory_fit_divides_by_the_smallest_gpu_among_the_nodes_asked_about() -> None:
+    # The entry covers every node; asked about the large-GPU nodes alone, the smallest
+    # GPU among them is the floor (as evaluate over them has it), not the cluster's.
+    state = state_of(
+        node("small", 8, gpu_memory_mib=16_384),
+        node("big", 8, gpu_memory_mib=32_768),
+        node("big-2", 8, gpu_memory_mib=32_768),
+    )
+    request, policy = whole(1, 1_000), PolicyConfig()
+    incremental = IncrementalEvaluator()
+    everything = incremental.score(state, request, np.arange(3), policy)
+    assert everything.terms_at(np.array([1]))["memory_fit"].tolist() == [0.5]
+    asked = np.array([2, 1])
+    scored = incremental.score(state, request, asked, policy)
+    expected = evaluate(state, request, asked, policy)
+    assert np.array_equal(scored.score[scored.mask], expected.score)
+    assert scored.terms_at(np.array([0, 1]))["memory_fit"].tolist() == [1.0, 1.0]
+    assert_same(scored.evaluation, expected)
+    assert incremental.patched == 1
 
 
 def test_many_changed_rows_and_a_new_policy_evaluate_afresh() -> None:
