@@ -90,57 +90,55 @@ _NODE_NAMES_KEY = b',"NodeNames":'
 
 
 class NodeNamesMemo:
-    """The node list of a verb's last request, known again by its bytes.
+    """Parse a filter or prioritize body with its node list apart.
 
-    kube-scheduler sends the same list pod after pod, and last in the body: Go encodes
-    ExtenderArgs' fields in their order (Pod, Nodes, NodeNames), without spaces.  When
-    a body ends with the bytes that carried the last list, only the part before them
-    is parsed, and the list is the one parsed and validated then (at 5,000 nodes, the
-    list is most of the body).
+    At 5,000 nodes the list is most of the body, and it comes last: Go encodes
+    ExtenderArgs' fields in their order (Pod, Nodes, NodeNames), without spaces.  The
+    list is parsed on its own and taken when it is a list of strings and nothing else
+    (the model's own check, without building it item by item), and the rest of the body
+    is validated without it.  The bytes of the last list are remembered: the same list
+    again is not parsed again.
 
-    The split must not change what a body says, so the bytes are trusted once they
-    have been seen to parse on their own as ``{"NodeNames": [...]}`` (ending the body,
-    they close its outermost object: the key is a top-level one), and the part before
-    them is used only when it parses, closed, as an object with other members and no
-    list of its own (a duplicate key, or ``node_names``, which the model also reads).
-    Any other body is parsed whole.
+    The split must not change what a body says: the part from the key on must parse on
+    its own as ``{"NodeNames": [str, ...]}`` (ending the body, it closes the outermost
+    object: the key is a top-level one), and the part before it only when it parses,
+    closed, as an object with other members and no list of its own (a duplicate key, or
+    ``node_names``, which the model also reads).  Any other body is parsed whole.
     """
 
     def __init__(self) -> None:
         self._tail = b""
         self._names: list[str] | None = None
-        self._trusted = False
 
     def load(self, body: bytes) -> tuple[ExtenderArgs, dict[str, Any]]:
-        """The arguments, and the body as parsed (without the node list when reused)."""
+        """The arguments, and the body as parsed (without the node list when apart)."""
         split = body.rfind(_NODE_NAMES_KEY)
         tail = body[split:] if split > 0 else b""
-        if tail and tail == self._tail and self._trust(tail):
+        names = (self._names if tail == self._tail else _names_alone(tail)) if tail else None
+        if names is not None:
             try:
                 head = orjson.loads(body[:split] + b"}")
             except orjson.JSONDecodeError:
                 head = None
             if isinstance(head, dict) and head and not head.keys() & _NODE_NAMES_FIELDS:
                 args = _validate(ExtenderArgs, head)
-                return args.model_copy(update={"node_names": self._names}), head
+                self._tail, self._names = tail, names
+                return args.model_copy(update={"node_names": names}), head
         raw = _load(body)
-        args = _validate(ExtenderArgs, raw)
-        if tail and tail != self._tail and args.node_names:
-            self._tail, self._names, self._trusted = tail, args.node_names, False
-        return args, raw
+        return _validate(ExtenderArgs, raw), raw
 
-    def _trust(self, tail: bytes) -> bool:
-        """Whether ``tail`` (the remembered bytes) carries the list and nothing else;
-        bytes found to carry more stay remembered, so they are not tried again."""
-        if not self._trusted and self._names is not None:
-            try:
-                alone = orjson.loads(b"{" + tail[1:])
-            except orjson.JSONDecodeError:
-                alone = None
-            self._trusted = alone == {"NodeNames": self._names}
-            if not self._trusted:
-                self._names = None
-        return self._trusted
+
+def _names_alone(tail: bytes) -> list[str] | None:
+    """The node names ``tail`` (from ``,"NodeNames":`` to the end of the body) carries
+    when it parses on its own as ``{"NodeNames": [str, ...]}``; None otherwise."""
+    try:
+        alone = orjson.loads(b"{" + tail[1:])
+    except orjson.JSONDecodeError:
+        return None
+    names = alone.get("NodeNames") if isinstance(alone, dict) and len(alone) == 1 else None
+    if not isinstance(names, list) or not names or set(map(type, names)) != {str}:
+        return None
+    return names
 
 
 _NODE_NAMES_FIELDS = frozenset({"NodeNames", "node_names"})

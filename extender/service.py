@@ -249,6 +249,15 @@ def _terms_at_fitting(scored: Scored, fitting: IntArray, index: IntArray) -> dic
     return scored.terms_at(fitting[index])
 
 
+def _refuse_duplicates(names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise BadRequestError(f"node {name!r} appears more than once")
+            seen.add(name)
+
+
 @dataclass(frozen=True)
 class _TopNodes:
     """The node chosen (passed, or ranked 10) and the next best (one per group of
@@ -587,8 +596,8 @@ class Extender:
     def _rows(self, state: ClusterState, names: list[str], verb: str) -> tuple[IntArray, list[str]]:
         """Rows of the known nodes and their names, in request order.
 
-        kube-scheduler sends the same node list cycle after cycle, so the last
-        list per verb is remembered while the arrays stay the same.
+        The last list per verb is remembered while the arrays stay the same: a
+        prioritize asks about the nodes its filter passed.
         """
         cached = self._known_nodes.get(verb)
         if (
@@ -598,18 +607,16 @@ class Extender:
         ):
             known = cached.known
         else:
-            if len(set(names)) != len(names):
-                seen: set[str] = set()
-                for name in names:
-                    if name in seen:
-                        raise BadRequestError(f"node {name!r} appears more than once")
-                    seen.add(name)
             rows = state.rows_of(names)
-            known = (
-                names
-                if len(rows) == len(names)
-                else [n for n in names if state.row_of(n) is not None]
-            )
+            if len(rows) == len(names):  # every name known: a name twice is a row twice
+                known = names
+                counts = np.bincount(rows, minlength=state.n_nodes)
+                if counts.max(initial=0) > 1:
+                    twice = state.names[int(counts.argmax())]
+                    raise BadRequestError(f"node {twice!r} appears more than once")
+            else:
+                _refuse_duplicates(names)
+                known = [n for n in names if state.row_of(n) is not None]
             cached = _KnownNodes(state, names, rows, known)
             self._known_nodes[verb] = cached
         if len(known) != len(names):

@@ -123,6 +123,14 @@ def assert_reads_as_a_plain_parse(memo: NodeNamesMemo, body: bytes) -> None:
     assert raw.get("Nodes") == expected_nodes
 
 
+@pytest.mark.parametrize("names", [["a", 5], ["a", None], [["a"]], [], "a", {"a": 1}], ids=repr)
+def test_a_list_that_is_not_all_names_means_what_a_plain_parse_says(names: Any) -> None:
+    memo = NodeNamesMemo()
+    assert_reads_as_a_plain_parse(
+        memo, body_of(("Pod", pod("p", request(gpus=1))), ("NodeNames", names))
+    )
+
+
 KNOWN = b',"NodeNames":["a","b"]}'
 POD = orjson.dumps(pod("p", request(gpus=1)))
 
