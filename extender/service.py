@@ -801,16 +801,15 @@ class Extender:
     def _evaluate(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Evaluation:
         return evaluate(state, request, rows, self.config.current.policy, self.fragments.aggregates)
 
-    def _outcome(
-        self, state: ClusterState, request: PodRequest, rows: IntArray, incremental: bool = True
-    ) -> Outcome:
+    def _outcome(self, state: ClusterState, request: PodRequest, rows: IntArray) -> Outcome:
         """``scoring.evaluate`` over ``rows``, once per group of identical nodes.
 
         Every score term is a function of a node's row alone (and of the set of
         candidate values, which groups keep), so nodes in identical states get
-        identical answers; the simulator evaluates the same way.  ``incremental``:
-        remember the list's evaluation for the next pod (filter's list, which
-        kube-scheduler sends again; prioritize's changes pod to pod).
+        identical answers; the simulator evaluates the same way.  Where nodes are each
+        in a state of their own, from ``_INCREMENTAL_FROM_NODES`` candidates, the last
+        pod of the same shape's evaluation of every node is patched where rows changed
+        (``scoring.incremental``), whichever nodes are asked about.
         """
         self._decisions += 1
         grouping = self.shortcuts and len(rows) > 0
@@ -823,7 +822,7 @@ class Extender:
                 self._regroup_rows = state, rows
                 self._after_answer(self._look_at_grouping)
         if not grouping:
-            if incremental and self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES:
+            if self.shortcuts and len(rows) >= _INCREMENTAL_FROM_NODES:
                 scored = self._incremental.score(
                     state, request, rows, self.config.current.policy, self.fragments.aggregates
                 )
@@ -1212,7 +1211,7 @@ class Extender:
             self.metrics.prioritize_reused.inc()
         else:
             rows, known = self._rows(state, names, "prioritize")
-            outcome = self._outcome(state, request, rows, incremental=False)
+            outcome = self._outcome(state, request, rows)
             priorities = outcome.priorities()
             feasible_nodes = int(np.count_nonzero(outcome.mask))
             ranked_first = np.flatnonzero(priorities == MAX_EXTENDER_PRIORITY)

@@ -1,4 +1,4 @@
-"""NodeNamesMemo (extender/app.py): a node list known again by its bytes is the same list."""
+"""NodeNamesMemo (extender/app.py): a body read with its node list apart means what it says."""
 
 from __future__ import annotations
 
