@@ -610,10 +610,8 @@ class Extender:
             rows = state.rows_of(names)
             if len(rows) == len(names):  # every name known: a name twice is a row twice
                 known = names
-                counts = np.bincount(rows, minlength=state.n_nodes)
-                if counts.max(initial=0) > 1:
-                    twice = state.names[int(counts.argmax())]
-                    raise BadRequestError(f"node {twice!r} appears more than once")
+                if np.bincount(rows, minlength=state.n_nodes).max(initial=0) > 1:
+                    _refuse_duplicates(names)  # names the first one seen twice
             else:
                 _refuse_duplicates(names)
                 known = [n for n in names if state.row_of(n) is not None]

@@ -52,7 +52,7 @@ CANDIDATE_SET_TERMS = frozenset({MEMORY_FIT})
 by the smallest candidate GPU): kept by :class:`_MemoryFloor`, not patched row by row."""
 
 REDO_SHARE = 0.25
-"""With more than this share of the candidates changed, evaluate them all afresh."""
+"""With more than this share of the nodes changed, evaluate them all afresh."""
 
 
 @dataclass(frozen=True, eq=False)

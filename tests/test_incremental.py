@@ -205,6 +205,25 @@ def test_memory_fit_divides_by_the_smallest_gpu_among_the_nodes_asked_about() ->
     assert incremental.patched == 1
 
 
+def test_the_smallest_gpu_asked_about_is_among_those_the_pod_fits() -> None:
+    # A 16 GiB GPU asked about does not hold a 20 GiB pod: the floor is the 32 GiB one.
+    state = state_of(
+        node("small", 8, gpu_memory_mib=16_384),
+        node("big", 8, gpu_memory_mib=32_768),
+        node("big-2", 8, gpu_memory_mib=32_768),
+        node("mid", 8, gpu_memory_mib=24_000),
+    )
+    request, policy = whole(1, 1_000, min_gpu_memory_mib=20_000), PolicyConfig()
+    incremental = IncrementalEvaluator()
+    incremental.score(state, request, np.arange(4), policy)
+    asked = np.array([0, 1])
+    scored = incremental.score(state, request, asked, policy)
+    expected = evaluate(state, request, asked, policy)
+    assert expected.terms["memory_fit"].tolist() == [1.0]
+    assert np.array_equal(scored.score[scored.mask], expected.score)
+    assert_same(scored.evaluation, expected)
+
+
 def test_many_changed_rows_and_a_new_policy_evaluate_afresh() -> None:
     state = state_of(*(node(f"n{i}", 8) for i in range(8)))
     rows = np.arange(8)
