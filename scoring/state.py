@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from scoring.names import NameIndex
 from scoring.request import PodClass, PodRequest
 
 MILLI_PER_GPU = 1000
 
 _STATE_UIDS = itertools.count()
+_NAME_INDEX_FROM = 2_000
+"""Lists of this many names are looked up at once (:class:`NameIndex`); shorter ones
+name by name, which costs less below it."""
 
 ON_DEMAND = 0
 SPOT = 1
@@ -107,6 +111,8 @@ class ClusterState:
     """Identifies this state object for derived caches (never reused, unlike ``id``)."""
     _row_of: dict[str, int] = field(default_factory=dict, repr=False)
     _model_masks: dict[frozenset[str], BoolArray] = field(default_factory=dict, repr=False)
+    _names: list[NameIndex | None] = field(default_factory=list, repr=False)
+    """The :class:`NameIndex` of ``names``, once a long list asked for it (shared by copies)."""
 
     @classmethod
     def from_nodes(cls, nodes: Sequence[NodeSpec], max_gpus: int | None = None) -> ClusterState:
@@ -155,6 +161,13 @@ class ClusterState:
     def rows_of(self, names: Iterable[str]) -> IntArray:
         """Rows of the named nodes; unknown names are left out."""
         row_of = self._row_of
+        if isinstance(names, list) and len(names) >= _NAME_INDEX_FROM:
+            if not self._names:
+                self._names.append(NameIndex.of(self.names))
+            index = self._names[0]
+            rows = None if index is None else index.rows_of(names)
+            if rows is not None:
+                return rows
         if isinstance(names, list):
             try:  # every name known (the usual case): one C-level pass
                 return np.fromiter(map(row_of.__getitem__, names), np.int64, count=len(names))
@@ -205,6 +218,7 @@ class ClusterState:
         )
         clone._row_of = self._row_of
         clone._model_masks = self._model_masks
+        clone._names = self._names
         return clone
 
     def place(self, row: int, request: PodRequest, gpus: Sequence[int]) -> None:

@@ -1,0 +1,58 @@
+"""NameIndex (scoring/names.py): a row for the very name, or none at all."""
+
+from __future__ import annotations
+
+import numpy as np
+from builders import PROPERTY
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scoring import ClusterState, NodeSpec
+from scoring.names import NameIndex
+from scoring.state import _NAME_INDEX_FROM
+
+# Node-like names of every length around the 8-byte words, some not ASCII, and the
+# bytes that could fool a word-by-word comparison (NUL, a line break).
+_NAMES = st.text(alphabet=st.sampled_from(list("ab-.09é\x00\n")), min_size=0, max_size=27)
+
+
+@PROPERTY
+@given(
+    known=st.lists(
+        _NAMES.filter(lambda name: "\n" not in name), min_size=1, max_size=40, unique=True
+    ),
+    asked=st.lists(st.integers(0, 10_000) | _NAMES, max_size=60),
+)
+def test_a_row_is_found_for_the_very_name_or_none_is(
+    known: list[str], asked: list[int | str]
+) -> None:
+    index = NameIndex(known)
+    # Known names by position (most of the list), and other strings besides.
+    names = [known[item % len(known)] if isinstance(item, int) else item for item in asked]
+    rows = index.rows_of(names)
+    row_of = {name: row for row, name in enumerate(known)}
+    if all(name in row_of for name in names):
+        assert rows is not None
+    if rows is not None:
+        assert rows.tolist() == [row_of[name] for name in names]
+
+
+def test_every_node_of_a_large_cluster_is_found_in_any_order() -> None:
+    nodes = [NodeSpec(f"gpu-node-{i:05d}.example.internal", 8_000, 1_024, 1) for i in range(5_000)]
+    state = ClusterState.from_nodes(nodes)
+    order = np.random.default_rng(0).permutation(len(nodes))
+    names = [nodes[i].name for i in order]
+    assert state.rows_of(names).tolist() == order.tolist()
+    # An unknown name among them: left out, as a lookup one by one leaves it.
+    assert (
+        state.rows_of([*names[:_NAME_INDEX_FROM], "nope"]).tolist()
+        == order[:_NAME_INDEX_FROM].tolist()
+    )
+
+
+def test_names_it_cannot_index_are_looked_up_one_by_one() -> None:
+    assert NameIndex.of(["a", "b\nc"]) is None
+    nodes = [NodeSpec(f"n{i}" + ("\n" if i == 0 else ""), 8_000, 1_024) for i in range(2_500)]
+    state = ClusterState.from_nodes(nodes)
+    names = [node.name for node in reversed(nodes)]
+    assert state.rows_of(names).tolist() == list(range(2_499, -1, -1))
