@@ -26,6 +26,10 @@ _SEPARATOR = ord("\n")
 _MAX_PROBES = 32
 """Probes before giving up (the caller then looks the names up one by one); the table
 is at most a quarter full."""
+_LONGEST_INDEXED = 64
+"""Bytes of the longest name an index is built for: cloud node names take 20-45
+(``ip-10-0-1-23.ec2.internal``, ``aks-nodepool1-12345678-vmss000000``); a 253-byte one
+would make every lookup read 32 words per name, slower than a dict."""
 _LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 """Per count of bytes 0..8, the mask keeping that many low (little-endian: first) bytes."""
 
@@ -58,14 +62,22 @@ class NameIndex:
 
     @classmethod
     def of(cls, names: Sequence[str]) -> NameIndex | None:
-        """The index of ``names``; None where it cannot be had (a name with a line
-        break, or a big-endian machine, whose words the masks do not fit)."""
-        if sys.byteorder != "little" or any("\n" in name for name in names):
+        """The index of ``names``; None where a lookup name by name does better: no
+        names, a name twice (the dict keeps the last row), a line break in one, a name
+        longer than ``_LONGEST_INDEXED`` bytes (every lookup reads as many words as the
+        longest name has), or a big-endian machine, whose words the masks do not fit."""
+        if (
+            not names
+            or sys.byteorder != "little"
+            or len(set(names)) != len(names)
+            or any("\n" in name for name in names)
+            or max(len(_encode(name)) for name in names) > _LONGEST_INDEXED
+        ):
             return None
         return cls(names)
 
     def __init__(self, names: Sequence[str]) -> None:
-        encoded = [name.encode() for name in names]
+        encoded = [_encode(name) for name in names]
         self._longest = max((len(name) for name in encoded), default=0)
         """Bytes of the longest name (a longer one is no node's)."""
         count = max(1, -(-self._longest // 8))
@@ -93,7 +105,11 @@ class NameIndex:
         if not names:
             return np.zeros(0, dtype=np.int64)
         spare = 8 * len(self._masks)
-        buffer, starts, lengths = _split_joined("\n".join(names).encode(), len(names), spare)
+        try:
+            joined = _encode("\n".join(names))
+        except TypeError:  # not all strings: none of them a node's name
+            return None
+        buffer, starts, lengths = _split_joined(joined, len(names), spare)
         if buffer is None or lengths.max() > self._longest:
             return None
         words = _words(buffer, starts, lengths, self._masks)
@@ -121,6 +137,11 @@ class NameIndex:
             slots = (slots[~same] + np.uint64(1)) & self._mask
             found = self._table[slots]
         return None
+
+
+def _encode(name: str) -> bytes:
+    # One to one, lone surrogates too (JSON can carry them; UTF-8 proper cannot).
+    return name.encode(errors="surrogatepass")
 
 
 def _split(encoded: list[bytes], spare: int) -> tuple[np.ndarray, IntArray, IntArray]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from builders import PROPERTY
 from hypothesis import given
 from hypothesis import strategies as st
 
 from scoring import ClusterState, NodeSpec
-from scoring.names import NameIndex
+from scoring.names import _LONGEST_INDEXED, NameIndex
 from scoring.state import _NAME_INDEX_FROM
 
 # Node-like names of every length around the 8-byte words, some not ASCII, and the
@@ -37,12 +38,30 @@ def test_a_row_is_found_for_the_very_name_or_none_is(
         assert rows.tolist() == [row_of[name] for name in names]
 
 
+@pytest.mark.parametrize(
+    ("known", "asked"),
+    [
+        (["a", "bb"], ["a\x00"]),  # the same words as "a": the length tells them apart
+        (["", "0"], ["\x00"]),
+        (["abcdefgh", "b"], ["abcdefgX"]),  # the last byte of a word
+        (["abcdefghijklmnop", "b"], ["abcdefghijklmnoX"]),
+        (["abcdefghijklmnopq", "b"], ["abcdefghijklmnopX"]),  # a word with one byte
+        (["a"], ["a", 5]),  # not a name at all
+        (["a"], ["\ud800"]),  # a lone surrogate, as JSON may carry
+    ],
+)
+def test_a_name_that_is_none_of_the_nodes_is_not_found(known: list[str], asked: list) -> None:
+    assert NameIndex(known).rows_of(asked) is None
+
+
 def test_every_node_of_a_large_cluster_is_found_in_any_order() -> None:
     nodes = [NodeSpec(f"gpu-node-{i:05d}.example.internal", 8_000, 1_024, 1) for i in range(5_000)]
     state = ClusterState.from_nodes(nodes)
     order = np.random.default_rng(0).permutation(len(nodes))
     names = [nodes[i].name for i in order]
     assert state.rows_of(names).tolist() == order.tolist()
+    index = state._names[0]
+    assert index is not None and index.rows_of(names) is not None  # found at once
     # An unknown name among them: left out, as a lookup one by one leaves it.
     assert (
         state.rows_of([*names[:_NAME_INDEX_FROM], "nope"]).tolist()
@@ -51,7 +70,13 @@ def test_every_node_of_a_large_cluster_is_found_in_any_order() -> None:
 
 
 def test_names_it_cannot_index_are_looked_up_one_by_one() -> None:
+    assert NameIndex.of([]) is None
     assert NameIndex.of(["a", "b\nc"]) is None
+    assert NameIndex.of(["a", "b", "a"]) is None  # the dict keeps the last row
+    assert NameIndex.of(["a", "x" * (_LONGEST_INDEXED + 1)]) is None
+    assert NameIndex.of(["a", "x" * _LONGEST_INDEXED]) is not None
+    # No nodes yet (before the first sync): every name is unknown, nothing fails.
+    assert ClusterState.from_nodes([]).rows_of(["x"] * 3_000).tolist() == []
     nodes = [NodeSpec(f"n{i}" + ("\n" if i == 0 else ""), 8_000, 1_024) for i in range(2_500)]
     state = ClusterState.from_nodes(nodes)
     names = [node.name for node in reversed(nodes)]
