@@ -184,44 +184,36 @@ def test_only_changed_rows_are_evaluated_again() -> None:
     assert incremental.patched == 5
 
 
-def test_memory_fit_divides_by_the_smallest_gpu_among_the_nodes_asked_about() -> None:
-    # The entry covers every node; asked about the large-GPU nodes alone, the smallest
-    # GPU among them is the floor (as evaluate over them has it), not the cluster's.
-    state = state_of(
-        node("small", 8, gpu_memory_mib=16_384),
-        node("big", 8, gpu_memory_mib=32_768),
-        node("big-2", 8, gpu_memory_mib=32_768),
-    )
-    request, policy = whole(1, 1_000), PolicyConfig()
-    incremental = IncrementalEvaluator()
-    everything = incremental.score(state, request, np.arange(3), policy)
-    assert everything.terms_at(np.array([1]))["memory_fit"].tolist() == [0.5]
-    asked = np.array([2, 1])
-    scored = incremental.score(state, request, asked, policy)
-    expected = evaluate(state, request, asked, policy)
-    assert np.array_equal(scored.score[scored.mask], expected.score)
-    assert scored.terms_at(np.array([0, 1]))["memory_fit"].tolist() == [1.0, 1.0]
-    assert_same(scored.evaluation, expected)
-    assert incremental.patched == 1
-
-
-def test_the_smallest_gpu_asked_about_is_among_those_the_pod_fits() -> None:
-    # A 16 GiB GPU asked about does not hold a 20 GiB pod: the floor is the 32 GiB one.
+@pytest.mark.parametrize(
+    ("min_gpu_memory_mib", "asked", "fit"),
+    [
+        # The large GPUs alone: the smallest among them is the floor, not the cluster's.
+        (0, [2, 1], [1.0, 1.0]),
+        # A 16 GiB GPU asked about does not hold a 20 GiB pod: the floor is 32 GiB.
+        (20_000, [0, 1], [1.0]),
+    ],
+)
+def test_memory_fit_divides_by_the_smallest_gpu_among_the_nodes_asked_about(
+    min_gpu_memory_mib: int, asked: list[int], fit: list[float]
+) -> None:
     state = state_of(
         node("small", 8, gpu_memory_mib=16_384),
         node("big", 8, gpu_memory_mib=32_768),
         node("big-2", 8, gpu_memory_mib=32_768),
         node("mid", 8, gpu_memory_mib=24_000),
     )
-    request, policy = whole(1, 1_000, min_gpu_memory_mib=20_000), PolicyConfig()
+    request = whole(1, 1_000, min_gpu_memory_mib=min_gpu_memory_mib)
+    policy = PolicyConfig()
     incremental = IncrementalEvaluator()
-    incremental.score(state, request, np.arange(4), policy)
-    asked = np.array([0, 1])
-    scored = incremental.score(state, request, asked, policy)
-    expected = evaluate(state, request, asked, policy)
-    assert expected.terms["memory_fit"].tolist() == [1.0]
+    everything = incremental.score(state, request, np.arange(4), policy)
+    assert everything.terms_at(np.array([1]))["memory_fit"][0] < 1.0  # the cluster's floor
+    scored = incremental.score(state, request, np.array(asked), policy)
+    expected = evaluate(state, request, np.array(asked), policy)
+    assert expected.terms["memory_fit"].tolist() == fit
     assert np.array_equal(scored.score[scored.mask], expected.score)
+    assert scored.terms_at(np.flatnonzero(scored.mask))["memory_fit"].tolist() == fit
     assert_same(scored.evaluation, expected)
+    assert incremental.patched == 1
 
 
 def test_many_changed_rows_and_a_new_policy_evaluate_afresh() -> None:
