@@ -52,7 +52,7 @@ from scoring.fairshare import (
     team_shares,
     team_weights,
 )
-from scoring.feasibility import Check, CheckKind, check_feasibility
+from scoring.feasibility import Check, check_feasibility, failed_counts
 from scoring.fragmentation import FloatArray
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
@@ -164,8 +164,7 @@ class Outcome:
         """How many requested rows fail each check, indexed by ``CheckKind``."""
         if isinstance(self.source, Scored):
             return self.source.failed_counts
-        failed_check = self.failed_check
-        return np.bincount(failed_check[failed_check >= 0], minlength=len(CheckKind))
+        return failed_counts(self.failed_check)
 
     def _scores(self, among: BoolArray | None) -> tuple[IntArray, FloatArray, int | None]:
         """The feasible requested rows (within ``among``), their scores, and the index of
@@ -241,14 +240,6 @@ class _KnownNodes:
     known: list[str]
 
 
-def _terms_at(terms: dict[str, FloatArray], index: IntArray) -> dict[str, FloatArray]:
-    return {name: values[index] for name, values in terms.items()}
-
-
-def _terms_at_fitting(scored: Scored, fitting: IntArray, index: IntArray) -> dict[str, FloatArray]:
-    return scored.terms_at(fitting[index])
-
-
 def _refuse_duplicates(names: list[str]) -> None:
     if len(set(names)) != len(names):
         seen: set[str] = set()
@@ -285,16 +276,13 @@ class _TopNodes:
         first (None: none was singled out); ``chosen_free``: its GPUs' free milli as the
         decision saw them (the pod may count there by now)."""
         source = outcome.source
-        terms_at: Callable[[IntArray], dict[str, FloatArray]]
         if isinstance(source, Scored):
             # Read where the decision left it: making the whole Evaluation for a few
             # nodes would copy every column.
             fitting = np.flatnonzero(source.mask)
             score, candidates = source.score[fitting], source.rows[fitting]
-            terms_at = partial(_terms_at_fitting, source, fitting)
         else:
             score, candidates = source.score, source.rows
-            terms_at = partial(_terms_at, source.terms)
         first = None if chosen is None else outcome.evaluated(chosen)
         count = min(EXPLAIN_TOP_NODES, len(score))
         top = np.argpartition(-score, count - 1)[:count] if count else np.zeros(0, np.int64)
@@ -313,7 +301,11 @@ class _TopNodes:
             tuple(state.names[row] for row in rows.tolist()),
             score[top],
             (float(score.max()), float(score.min())) if len(score) else (0.0, 0.0),
-            terms_at(top),
+            (
+                source.terms_at(fitting[top])
+                if isinstance(source, Scored)
+                else {name: values[top] for name, values in source.terms.items()}
+            ),
             free_milli,
             source.request,
             first is not None,

@@ -135,6 +135,12 @@ class Feasibility:
         return {self.check(kind).reason: int(n) for kind, n in zip(kinds, counts, strict=True)}
 
 
+def failed_counts(failed_check: IntArray) -> IntArray:
+    """How many candidates fail each check, indexed by ``CheckKind`` (``failed_check``
+    as :attr:`Feasibility.failed_check` gives it, -1 where none fails)."""
+    return np.bincount(failed_check[failed_check >= 0], minlength=len(CheckKind))
+
+
 def check_feasibility(
     state: ClusterState, request: PodRequest, rows: IntArray | None = None
 ) -> Feasibility:

@@ -36,7 +36,7 @@ from functools import cached_property
 import numpy as np
 
 from scoring.candidates import Candidates
-from scoring.feasibility import CheckKind, Feasibility, check_feasibility
+from scoring.feasibility import CheckKind, Feasibility, check_feasibility, failed_counts
 from scoring.fragmentation import FloatArray, FragmentAggregates
 from scoring.gpus import tightest_gpu
 from scoring.placement import Evaluation, total_weight, weigh, weighted_mean
@@ -203,7 +203,7 @@ class Scored:
     def failed_counts(self) -> IntArray:
         """How many candidates fail each check, indexed by ``CheckKind`` (without
         making the Evaluation)."""
-        return _failed_counts(self.entry.failed_check_at(self.rows))
+        return failed_counts(self.entry.failed_check_at(self.rows))
 
     def terms_at(self, index: IntArray) -> dict[str, FloatArray]:
         """Each weighted term's value at the candidates ``index`` (which fit), in the
@@ -498,10 +498,6 @@ class _MemoryFloor:
         if not self.request.gpu_count:
             return np.ones(len(memory))
         return fit_to(self.smallest, memory)
-
-
-def _failed_counts(failed_check: IntArray) -> IntArray:
-    return np.bincount(failed_check[failed_check >= 0], minlength=len(CheckKind))
 
 
 def _weighted(policy: PolicyConfig) -> list[str]:
