@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from scoring.names import NameIndex
+from scoring.names import EncodedNames, NameIndex
 from scoring.request import PodClass, PodRequest
 
 MILLI_PER_GPU = 1000
@@ -25,7 +25,8 @@ MILLI_PER_GPU = 1000
 _STATE_UIDS = itertools.count()
 _NAME_INDEX_FROM = 2_000
 """Lists of this many names are looked up at once (:class:`NameIndex`); shorter ones
-name by name, which costs less below it."""
+name by name, which costs less below it (names still encoded, as read from a request,
+are looked up at once however many)."""
 
 ON_DEMAND = 0
 SPOT = 1
@@ -161,13 +162,18 @@ class ClusterState:
     def rows_of(self, names: Iterable[str]) -> IntArray:
         """Rows of the named nodes; unknown names are left out."""
         row_of = self._row_of
-        if isinstance(names, list) and len(names) >= _NAME_INDEX_FROM:
+        if isinstance(names, EncodedNames) or (
+            isinstance(names, list) and len(names) >= _NAME_INDEX_FROM
+        ):
             if not self._names:
                 self._names.append(NameIndex.of(self.names))
             index = self._names[0]
-            rows = None if index is None else index.rows_of(names)
+            encoded = None if index is None else EncodedNames.join(names)
+            rows = None if index is None or encoded is None else index.rows_of(encoded)
             if rows is not None:
                 return rows
+        if isinstance(names, EncodedNames):
+            names = names.decoded()
         if isinstance(names, list):
             try:  # every name known (the usual case): one C-level pass
                 return np.fromiter(map(row_of.__getitem__, names), np.int64, count=len(names))

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scoring import ClusterState, NodeSpec
-from scoring.names import _LONGEST_INDEXED, NameIndex
+from scoring.names import _LONGEST_INDEXED, EncodedNames, NameIndex
 from scoring.state import _NAME_INDEX_FROM
 
 # Node-like names of every length around the 8-byte words, some not ASCII, and the
@@ -27,10 +27,12 @@ _NAMES = st.text(alphabet=st.sampled_from(list("ab-.09é\x00\n")), min_size=0, m
 def test_a_row_is_found_for_the_very_name_or_none_is(
     known: list[str], asked: list[int | str]
 ) -> None:
-    index = NameIndex(known)
+    index = NameIndex.of(known)
+    assert index is not None
     # Known names by position (most of the list), and other strings besides.
     names = [known[item % len(known)] if isinstance(item, int) else item for item in asked]
-    rows = index.rows_of(names)
+    encoded = EncodedNames.join(names)
+    rows = None if encoded is None else index.rows_of(encoded)
     row_of = {name: row for row, name in enumerate(known)}
     if all(name in row_of for name in names):
         assert rows is not None
@@ -51,7 +53,9 @@ def test_a_row_is_found_for_the_very_name_or_none_is(
     ],
 )
 def test_a_name_that_is_none_of_the_nodes_is_not_found(known: list[str], asked: list) -> None:
-    assert NameIndex(known).rows_of(asked) is None
+    index, encoded = NameIndex.of(known), EncodedNames.join(asked)
+    assert index is not None
+    assert encoded is None or index.rows_of(encoded) is None
 
 
 def test_every_node_of_a_large_cluster_is_found_in_any_order() -> None:
@@ -61,7 +65,9 @@ def test_every_node_of_a_large_cluster_is_found_in_any_order() -> None:
     names = [nodes[i].name for i in order]
     assert state.rows_of(names).tolist() == order.tolist()
     index = state._names[0]
-    assert index is not None and index.rows_of(names) is not None  # found at once
+    encoded = EncodedNames.join(names)
+    assert index is not None and encoded is not None
+    assert index.rows_of(encoded) is not None  # found at once
     # An unknown name among them: left out, as a lookup one by one leaves it.
     assert (
         state.rows_of([*names[:_NAME_INDEX_FROM], "nope"]).tolist()
@@ -81,3 +87,51 @@ def test_names_it_cannot_index_are_looked_up_one_by_one() -> None:
     state = ClusterState.from_nodes(nodes)
     names = [node.name for node in reversed(nodes)]
     assert state.rows_of(names).tolist() == list(range(2_499, -1, -1))
+
+
+def encoded_apart(names: list[str], separator: bytes) -> EncodedNames:
+    """``names`` as a body holds them: ``separator`` between, nothing decoded yet."""
+    pieces = [name.encode(errors="surrogatepass") for name in names]
+    lengths = np.array([len(piece) for piece in pieces], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths + len(separator))[:-1])).astype(np.int64)
+    return EncodedNames(separator.join(pieces), separator, starts, lengths)
+
+
+@PROPERTY
+@given(
+    names=st.lists(_NAMES.filter(lambda name: "\n" not in name), min_size=1, max_size=12),
+    index=st.integers(-13, 12),
+)
+def test_encoded_names_read_as_the_names(names: list[str], index: int) -> None:
+    for encoded in (EncodedNames.join(names), encoded_apart(names, b'","')):
+        assert encoded is not None
+        assert len(encoded) == len(names)
+        if -len(names) <= index < len(names):
+            assert encoded[index] == names[index]
+        else:
+            with pytest.raises(IndexError):
+                encoded[index]
+        assert encoded[1:] == names[1:]
+        assert encoded == names and names == encoded and list(encoded) == names
+        assert encoded != [*names, "x"]
+        if names[::-1] != names:
+            assert encoded != names[::-1]
+
+
+def test_encoded_names_are_equal_when_their_names_are() -> None:
+    apart, joined = encoded_apart(["a", "b"], b'","'), EncodedNames.join(["a", "b"])
+    assert apart == joined and apart == encoded_apart(["a", "b"], b'","')
+    assert apart != encoded_apart(["a", "c"], b'","') and apart != EncodedNames.join(["a"])
+    assert apart != "a" and apart != ("a", "c")
+    assert EncodedNames.join(["a", 5]) is None  # type: ignore[list-item]
+    assert EncodedNames.join([]) == []
+
+
+def test_names_read_where_they_lie_are_found() -> None:
+    nodes = [NodeSpec(f"node-{i}", 8_000, 1_024, 1) for i in range(300)]
+    state = ClusterState.from_nodes(nodes)
+    order = np.random.default_rng(0).permutation(len(nodes))
+    names = [nodes[i].name for i in order]
+    # However few: already encoded, they are looked up at once.
+    assert state.rows_of(encoded_apart(names, b'","')).tolist() == order.tolist()
+    assert state.rows_of(encoded_apart([*names[:5], "nope"], b'","')).tolist() == order[:5].tolist()
