@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,6 +36,7 @@ from extender.wire import (
     ExtenderPreemptionArgs,
     PreEncoded,
 )
+from scoring.names import EncodedNames
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,10 @@ class NodeNamesMemo:
     ExtenderArgs' fields in their order (Pod, Nodes, NodeNames), without spaces.  The
     list is parsed on its own and taken when it is a list of strings and nothing else
     (the model's own check, without building it item by item), and the rest of the body
-    is validated without it.  The bytes of the last list are remembered: the same list
-    again is not parsed again.
+    is validated without it.  A long list as Go writes it (names of plain ASCII) is not
+    parsed at all: its names are read where they lie, and the view finds their rows
+    without a string per name (:class:`scoring.names.EncodedNames`).  The bytes of the
+    last list are remembered: the same list again is not parsed again.
 
     The split must not change what a body says: the part from the key on must parse on
     its own as ``{"NodeNames": [str, ...]}`` (ending the body, it closes the outermost
@@ -108,13 +112,13 @@ class NodeNamesMemo:
 
     def __init__(self) -> None:
         self._tail = b""
-        self._names: list[str] | None = None
+        self._names: Sequence[str] | None = None
 
     def load(self, body: bytes) -> tuple[ExtenderArgs, dict[str, Any]]:
         """The arguments, and the body as parsed (without the node list when apart)."""
         split = body.rfind(_NODE_NAMES_KEY)
         tail = body[split:] if split > 0 else b""
-        names = (self._names if tail == self._tail else _names_alone(tail)) if tail else None
+        names = (self._names if tail == self._tail else _node_names(tail)) if tail else None
         if names is not None:
             try:
                 head = orjson.loads(body[:split] + b"}")
@@ -126,6 +130,48 @@ class NodeNamesMemo:
                 return args.model_copy(update={"node_names": names}), head
         raw = _load(body)
         return _validate(ExtenderArgs, raw), raw
+
+
+def _node_names(tail: bytes) -> Sequence[str] | None:
+    """The node names ``tail`` (from ``,"NodeNames":`` to the end of the body) carries
+    when it parses on its own as ``{"NodeNames": [str, ...]}``; None otherwise."""
+    in_place = _names_in_place(tail)
+    return in_place if in_place is not None else _names_alone(tail)
+
+
+def _names_in_place(tail: bytes) -> EncodedNames | None:
+    """The names of a list as Go writes a long one, read where they lie in the body,
+    without a string per name: ``["a","b",...]}`` to the end, each name printable
+    ASCII without an escape (as every node name is).  None for anything else, or for
+    a short list (parsed faster as JSON)."""
+    opening = len(_NODE_NAMES_KEY)
+    if (
+        len(tail) < _IN_PLACE_FROM_BYTES
+        or tail[opening : opening + 2] != b'["'
+        or not tail.endswith(b'"]}')
+        or b"\\" in tail
+    ):
+        return None
+    text = tail[opening + 2 : -3]  # a","b","c
+    chars = np.frombuffer(text, dtype=np.uint8)
+    if chars.min(initial=_PRINTABLE[0]) < _PRINTABLE[0] or chars.max(initial=0) > _PRINTABLE[1]:
+        return None
+    # No quote is escaped: each is an end of a name or a start, in pairs around a comma.
+    quotes = np.flatnonzero(chars == ord('"'))
+    ends, opens = quotes[0::2], quotes[1::2]
+    if len(ends) != len(opens) or not (
+        (opens - ends == 2).all() and (chars[ends + 1] == ord(",")).all()
+    ):
+        return None
+    starts = np.concatenate(([0], opens + 1))
+    lengths = np.append(ends, len(text)) - starts
+    return EncodedNames(text, _SEPARATOR, starts, lengths)
+
+
+_IN_PLACE_FROM_BYTES = 16_384
+"""About 1,000 node names: a shorter list is parsed as JSON as fast."""
+_PRINTABLE = (0x20, 0x7E)
+_SEPARATOR = b'","'
 
 
 def _names_alone(tail: bytes) -> list[str] | None:

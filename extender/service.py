@@ -235,12 +235,12 @@ class _Later(Generic[T]):
 @dataclass(frozen=True)
 class _KnownNodes:
     state: ClusterState
-    names: list[str]
+    names: Sequence[str]
     rows: IntArray
-    known: list[str]
+    known: Sequence[str]
 
 
-def _refuse_duplicates(names: list[str]) -> None:
+def _refuse_duplicates(names: Sequence[str]) -> None:
     if len(set(names)) != len(names):
         seen: set[str] = set()
         for name in names:
@@ -569,7 +569,7 @@ class Extender:
         return key, request
 
     @staticmethod
-    def _node_names(args: ExtenderArgs) -> list[str]:
+    def _node_names(args: ExtenderArgs) -> Sequence[str]:
         if args.node_names is not None:
             names = args.node_names
         elif args.nodes is not None:
@@ -585,7 +585,9 @@ class Extender:
             raise BadRequestError("the node list is empty")
         return names
 
-    def _rows(self, state: ClusterState, names: list[str], verb: str) -> tuple[IntArray, list[str]]:
+    def _rows(
+        self, state: ClusterState, names: Sequence[str], verb: str
+    ) -> tuple[IntArray, Sequence[str]]:
         """Rows of the known nodes and their names, in request order.
 
         The last list per verb is remembered while the arrays stay the same: a
@@ -1025,7 +1027,7 @@ class Extender:
         self,
         outcome: Outcome,
         request: PodRequest,
-        known: list[str],
+        known: Sequence[str],
         held_reasons: Mapping[int, str],
         unknown: list[str],
         listed: tuple[dict[str, str], dict[str, str]] | None,
@@ -1179,6 +1181,7 @@ class Extender:
         if over_share_read:  # the shares gate nodes at filter alone
             self._fair(state, key, request)
         memo = self._memo
+        known: Sequence[str]
         if (
             memo is not None
             and memo.uid == key.uid

@@ -13,6 +13,7 @@ here document and test their shapes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +105,9 @@ class ExtenderArgs(GoModel):
 
     pod: Pod | None = Field(None, alias="Pod")
     nodes: NodeList | None = Field(None, alias="Nodes")
-    node_names: list[str] | None = Field(None, alias="NodeNames")
+    node_names: Sequence[str] | None = Field(None, alias="NodeNames")
+    """A list parsed from JSON, or (see ``extender.app.NodeNamesMemo``) the names read
+    where they lie in the body."""
 
 
 class ExtenderFilterResult(GoModel):
@@ -202,7 +205,7 @@ class HostPriorityEncoder:
         return PreEncoded(b"[" + b",".join(pieces) + b"]")
 
     @classmethod
-    def encode_names(cls, names: list[str], scores: list[int]) -> PreEncoded:
+    def encode_names(cls, names: Sequence[str], scores: list[int]) -> PreEncoded:
         """The slow path, for lists with hosts the view does not know."""
         pieces = [
             cls._prefix(name) + cls._SCORES[score]

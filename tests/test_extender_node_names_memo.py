@@ -11,9 +11,10 @@ from extender_builders import filter_body, pod, request
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from extender.app import NodeNamesMemo
+from extender.app import _IN_PLACE_FROM_BYTES, NodeNamesMemo
 from extender.errors import BadRequestError
 from extender.wire import ExtenderArgs
+from scoring.names import EncodedNames
 
 LISTS = (["gpu-0", "gpu-1", "gpu-2"], ["gpu-0", "gpu-2"], ["a", "b"])
 
@@ -151,3 +152,85 @@ def test_a_known_list_after_an_odd_head_means_what_a_plain_parse_says(body: byte
     memo = NodeNamesMemo()
     memo.load(b'{"Pod":' + POD + KNOWN)  # the list's bytes, remembered
     assert_reads_as_a_plain_parse(memo, body)
+
+
+# -- a long list, read where it lies in the body -------------------------------------------------
+
+LONG = [f"gpu-node-{i:05d}.example.internal" for i in range(_IN_PLACE_FROM_BYTES // 30)]
+"""Enough names that the list is read in place rather than parsed as JSON."""
+
+
+def test_a_long_list_as_go_writes_it_is_read_in_place() -> None:
+    body = orjson.dumps(filter_body(pod("p", request(gpus=1)), LONG))
+    args, _ = NodeNamesMemo().load(body)
+    assert isinstance(args.node_names, EncodedNames)
+    assert args == plain(body)[0]
+    assert list(args.node_names) == LONG
+    assert args.node_names[-1] == LONG[-1]
+
+
+# Characters a name may hold in JSON, and those that need care: a quote or a backslash
+# (escaped), a comma (between names), a control character (escaped), non-ASCII, DEL.
+_ODD_NAMES = st.text(
+    alphabet=st.sampled_from(list('ab-.,"\\[]{}: \x00\x1f\x7fé')), min_size=0, max_size=6
+)
+
+
+@PROPERTY
+@given(odd=st.lists(st.tuples(st.integers(0, len(LONG)), _ODD_NAMES), min_size=1, max_size=3))
+def test_a_long_list_with_odd_names_means_what_a_plain_parse_says(
+    odd: list[tuple[int, str]],
+) -> None:
+    names = list(LONG)
+    for at, name in odd:
+        names.insert(at, name)
+    assert_reads_as_a_plain_parse(NodeNamesMemo(), long_body(names))
+
+
+def long_body(names: list[str]) -> bytes:
+    return orjson.dumps(filter_body(pod("p", request(gpus=1)), names))
+
+
+MIDDLE = f'"{LONG[len(LONG) // 2]}"'.encode()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # Around the list.
+        (b'"]}', b'"] }'),
+        (b'"]}', b'"]}\n'),
+        (b'"]}', b'"}}'),
+        (b'"]}', b'"]]}'),
+        (b'"]}', b'",]}'),
+        (b'"]}', b'"]}}'),
+        (b'"]}', b"]}"),
+        (b':["', b': ["'),
+        (b':["', b':[["'),
+        (b':["', b':[,"'),
+        (b':["', b':"'),
+        # Between two names.
+        (MIDDLE + b",", MIDDLE + b", "),
+        (MIDDLE + b",", MIDDLE + b" ,"),
+        (MIDDLE + b",", MIDDLE + b"x"),
+        (MIDDLE + b",", MIDDLE + b",,"),
+        (MIDDLE + b",", MIDDLE + b',"",'),
+        (MIDDLE + b",", MIDDLE + b"],["),
+        (MIDDLE + b",", MIDDLE + b",0,"),
+        (MIDDLE + b",", MIDDLE + b',"x'),
+        (MIDDLE + b",", MIDDLE[:-1] + b","),
+        # In a name.
+        (MIDDLE, MIDDLE[:-1] + b'\\""'),
+        (MIDDLE, MIDDLE[:-1] + b'\\\\"'),
+        (MIDDLE, MIDDLE[:-1] + b'\\u0041"'),
+        (MIDDLE, MIDDLE[:-1] + b'\t"'),
+        (MIDDLE, MIDDLE[:-1] + b'\x7f"'),
+        (MIDDLE, MIDDLE[:-1] + "é".encode() + b'"'),
+        (MIDDLE, MIDDLE[:-1] + b'\xff"'),
+        (MIDDLE, b'""'),
+    ],
+)
+def test_a_long_list_changed_a_little_means_what_a_plain_parse_says(old: bytes, new: bytes) -> None:
+    body = long_body(LONG)
+    assert body.count(old) == 1
+    assert_reads_as_a_plain_parse(NodeNamesMemo(), body.replace(old, new))
