@@ -282,7 +282,8 @@ class IncrementalEvaluator:
 
         The entries cover every node of the state, whichever nodes a call asks about and
         in whatever order: kube-scheduler's parallel filters find the feasible nodes in
-        another order every cycle, and fewer as nodes fill."""
+        another order every cycle, and fewer as nodes fill.  ``rows`` are distinct (a
+        node named twice is the caller's to refuse)."""
         if state is not self._state or policy is not self._policy:
             # No entry can serve again: let go of the old arrays at once.
             self._entries.clear()
@@ -368,7 +369,7 @@ class IncrementalEvaluator:
 
 
 def _scored(entry: _Entry, request: PodRequest, rows: IntArray) -> Scored:
-    """``entry`` (over every node) read at ``rows``."""
+    """``entry`` (over every node) read at ``rows`` (distinct)."""
     tie_tolerance = entry.policy.tie_tolerance / total_weight(entry.policy)
     floor = entry.floor
     smallest = None if floor is None else floor.smallest
@@ -378,7 +379,8 @@ def _scored(entry: _Entry, request: PodRequest, rows: IntArray) -> Scored:
             entry.state, request, rows, entry.mask, entry.score, tie_tolerance, entry, smallest
         )
     mask, score = entry.mask[rows], entry.score[rows]
-    if floor is not None and request.gpu_count:
+    if floor is not None and request.gpu_count and len(rows) < len(entry.rows):
+        # (Every candidate in another order has the same smallest memory that fits.)
         among = floor.smallest_at(rows, mask)
         if not _same_floor(among, smallest):
             # Memory fit over these candidates divides by another size: weigh them again.

@@ -191,6 +191,8 @@ def test_only_changed_rows_are_evaluated_again() -> None:
         (0, [2, 1], [1.0, 1.0]),
         # A 16 GiB GPU asked about does not hold a 20 GiB pod: the floor is 32 GiB.
         (20_000, [0, 1], [1.0]),
+        # Every node but the smallest: the floor is 24,000 MiB.
+        (0, [3, 2, 1], [1.0, 24_000 / 32_768, 24_000 / 32_768]),
     ],
 )
 def test_memory_fit_divides_by_the_smallest_gpu_among_the_nodes_asked_about(
