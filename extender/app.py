@@ -146,7 +146,7 @@ def _names_in_place(tail: bytes) -> EncodedNames | None:
     a short list (parsed faster as JSON)."""
     opening = len(_NODE_NAMES_KEY)
     if (
-        len(tail) < _IN_PLACE_FROM_BYTES
+        len(tail) < max(_IN_PLACE_FROM_BYTES, opening + len(b'[""]}'))  # quotes not shared
         or tail[opening : opening + 2] != b'["'
         or not tail.endswith(b'"]}')
         or b"\\" in tail

@@ -57,6 +57,7 @@ from scoring.fragmentation import FloatArray
 from scoring.gpus import choose_gpus
 from scoring.groups import NodeGroups
 from scoring.incremental import IncrementalEvaluator, Scored
+from scoring.names import names_at
 from scoring.placement import MAX_EXTENDER_PRIORITY
 from scoring.policy import StarvationConfig
 from scoring.starvation import is_starving, kept_off, reserved_rows
@@ -902,7 +903,7 @@ class Extender:
             passing = np.array([] if best is None else [best], dtype=np.int64)
         else:
             passing = np.flatnonzero(eligible)
-        passed = [known[i] for i in passing.tolist()]
+        passed = names_at(known, passing.tolist())
         if held_reasons and not passed and self.requeuer is not None:
             self._remember_hold(fair, key, request)
         if passed and self._holds:

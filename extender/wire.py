@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic.alias_generators import to_camel
+from pydantic_core import core_schema
+
+from scoring.names import EncodedNames
 
 Quantity = str | int | float
 
@@ -100,14 +104,30 @@ class GoModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
 
+class _ListOrEncoded:
+    """Validates a list of str as such (and says so when it is not), and keeps
+    EncodedNames as they are."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_wrap_validator_function(
+            lambda value, validate: value if isinstance(value, EncodedNames) else validate(value),
+            handler.generate_schema(list[str]),
+        )
+
+
+NodeNames = Annotated[Sequence[str], _ListOrEncoded()]
+"""A list of node names parsed from JSON, or (see ``extender.app.NodeNamesMemo``) the
+names read where they lie in the body."""
+
+
 class ExtenderArgs(GoModel):
     """Body of ``/filter`` and ``/prioritize``."""
 
     pod: Pod | None = Field(None, alias="Pod")
     nodes: NodeList | None = Field(None, alias="Nodes")
-    node_names: Sequence[str] | None = Field(None, alias="NodeNames")
-    """A list parsed from JSON, or (see ``extender.app.NodeNamesMemo``) the names read
-    where they lie in the body."""
+    node_names: NodeNames | None = Field(None, alias="NodeNames")
 
 
 class ExtenderFilterResult(GoModel):

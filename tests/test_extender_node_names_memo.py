@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from builders import PROPERTY
-from extender_builders import filter_body, pod, request
+from extender_builders import filter_body, nodes, pod, request, service
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from extender import Extender, LiveConfig, app
 from extender.app import _IN_PLACE_FROM_BYTES, NodeNamesMemo
+from extender.config import FairpackConfig
 from extender.errors import BadRequestError
 from extender.wire import ExtenderArgs
 from scoring.names import EncodedNames
@@ -234,3 +237,48 @@ def test_a_long_list_changed_a_little_means_what_a_plain_parse_says(old: bytes, 
     body = long_body(LONG)
     assert body.count(old) == 1
     assert_reads_as_a_plain_parse(NodeNamesMemo(), body.replace(old, new))
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'["]}', b'[""]}', b'["a"]}', b'["a","b"]}', b'["","a",""]}', b'[","]}', b'["a",","]}'],
+)
+def test_a_short_list_read_in_place_means_what_a_plain_parse_says(
+    tail: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "_IN_PLACE_FROM_BYTES", 0)
+    assert_reads_as_a_plain_parse(NodeNamesMemo(), b'{"Pod":null,"NodeNames":' + tail)
+
+
+@pytest.mark.parametrize("passes", ["best", "feasible"])
+@pytest.mark.parametrize("unknown", [[], ["gpu-node-not-yet-seen"]], ids=["known", "unknown"])
+async def test_a_long_list_read_in_place_gets_the_answers_a_parsed_one_does(
+    passes: str, unknown: list[str]
+) -> None:
+    # Nodes of two sizes (and one the view does not know), in a shuffled order.
+    specs = [
+        *nodes(500, prefix="gpu-node-in-zone-a-"),
+        *nodes(500, prefix="l4-node-in-zone-b-", gpus=4, model="L4", gpu_memory_mib=24_576),
+    ]
+    names = [spec.name for spec in specs] + unknown
+    order = np.random.default_rng(0).permutation(len(names))
+    asked = [names[i] for i in order]
+
+    def extender() -> Extender:
+        return service(specs, config=LiveConfig(FairpackConfig(filter_passes=passes)))
+
+    in_place, parsed = extender(), extender()
+    filter_in_place = app._filter_with(NodeNamesMemo())
+    prioritize_in_place = app._prioritize_with(NodeNamesMemo())
+    # Some fit (big and small), one fits nowhere: its failed nodes are listed by name.
+    for index, gpus in enumerate([1, 8, 4, 16, 2]):
+        body = orjson.dumps(filter_body(pod(f"p-{index}", request(gpus=gpus)), asked))
+        answer = await filter_in_place(in_place, body)
+        assert isinstance(in_place._known_nodes["filter"].names, EncodedNames)
+        assert answer == parsed.filter(plain(body)[0])
+        assert bool(answer["NodeNames"]) is (gpus <= 8)
+        assert len(answer["FailedAndUnresolvableNodes"]) == (0 if gpus <= 8 else len(specs))
+        prioritized = await prioritize_in_place(in_place, body)
+        assert prioritized.body == parsed.prioritize(plain(body)[0]).body
+        in_place.view.settle()
+        parsed.view.settle()

@@ -123,6 +123,8 @@ def test_encoded_names_are_equal_when_their_names_are() -> None:
     assert apart == joined and apart == encoded_apart(["a", "b"], b'","')
     assert apart != encoded_apart(["a", "c"], b'","') and apart != EncodedNames.join(["a"])
     assert apart != "a" and apart != ("a", "c")
+    assert EncodedNames.join(["a"]) != "a" and encoded_apart(["a"], b'","') != "a"
+    assert EncodedNames.join([""]) != EncodedNames.join([])
     assert EncodedNames.join(["a", 5]) is None  # type: ignore[list-item]
     assert EncodedNames.join([]) == []
 
@@ -135,3 +137,10 @@ def test_names_read_where_they_lie_are_found() -> None:
     # However few: already encoded, they are looked up at once.
     assert state.rows_of(encoded_apart(names, b'","')).tolist() == order.tolist()
     assert state.rows_of(encoded_apart([*names[:5], "nope"], b'","')).tolist() == order[:5].tolist()
+
+
+def test_names_read_one_by_one_and_then_all_at_once_are_the_names() -> None:
+    names = [f"node-{i}" for i in range(40)]
+    encoded = encoded_apart(names, b'","')
+    assert [encoded[i] for i in range(len(names))] == names
+    assert [encoded[-i] for i in range(1, len(names) + 1)] == names[::-1]
