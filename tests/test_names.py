@@ -81,6 +81,10 @@ def test_names_it_cannot_index_are_looked_up_one_by_one() -> None:
     assert NameIndex.of(["a", "b", "a"]) is None  # the dict keeps the last row
     assert NameIndex.of(["a", "x" * (_LONGEST_INDEXED + 1)]) is None
     assert NameIndex.of(["a", "x" * _LONGEST_INDEXED]) is not None
+    too_long = EncodedNames.join(["a", "x" * (_LONGEST_INDEXED + 1)])
+    assert too_long is not None
+    with pytest.raises(ValueError, match="65 bytes"):
+        NameIndex(too_long)
     # No nodes yet (before the first sync): every name is unknown, nothing fails.
     assert ClusterState.from_nodes([]).rows_of(["x"] * 3_000).tolist() == []
     nodes = [NodeSpec(f"n{i}" + ("\n" if i == 0 else ""), 8_000, 1_024) for i in range(2_500)]
