@@ -105,15 +105,19 @@ class GoModel(BaseModel):
 
 
 class _ListOrEncoded:
-    """Validates a list of str as such (and says so when it is not), and keeps
-    EncodedNames as they are."""
+    """Validates a list of str as such (and says so when it is not), keeps EncodedNames
+    as they are, and dumps either as a list."""
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
+        names = handler.generate_schema(list[str])
         return core_schema.no_info_wrap_validator_function(
             lambda value, validate: value if isinstance(value, EncodedNames) else validate(value),
-            handler.generate_schema(list[str]),
+            names,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                list, return_schema=names
+            ),
         )
 
 

@@ -14,6 +14,7 @@ only for the very name.
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Iterator, Sequence
 from typing import overload
@@ -37,8 +38,8 @@ _SPARE = _LONGEST_INDEXED
 ``_LONGEST_INDEXED`` bytes from its start) lies in the buffer."""
 _SINGLE_READS = 16
 """Names an EncodedNames decodes one at a time (the node filter passes, a few it
-explains) before it decodes them all at once: about 0.75 us a name one at a time,
-under 0.1 all at once."""
+explains; counted over its life, as a list the memo keeps serves again) before it
+decodes them all at once: about 0.75 us a name one at a time, under 0.1 all at once."""
 _MAX_KICKS = 500
 """Moves of one insertion into the cuckoo table before giving up on the index; at a
 quarter full, a handful at most."""
@@ -115,8 +116,11 @@ class EncodedNames(Sequence[str]):
     def __getitem__(self, index: slice) -> list[str]: ...
 
     def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return self.decoded()[index]
+        index = operator.index(index)  # a TypeError for anything but an integer, as a list's
         self._reads += 1
-        if self._decoded is not None or isinstance(index, slice) or self._reads > _SINGLE_READS:
+        if self._decoded is not None or self._reads > _SINGLE_READS:
             return self.decoded()[index]
         start = int(self.starts[index])  # an IndexError out of range, as a list's
         end = start + int(self.lengths[index])

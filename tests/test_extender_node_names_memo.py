@@ -170,6 +170,8 @@ def test_a_long_list_as_go_writes_it_is_read_in_place() -> None:
     assert args == plain(body)[0]
     assert list(args.node_names) == LONG
     assert args.node_names[-1] == LONG[-1]
+    assert args.model_dump(by_alias=True)["NodeNames"] == LONG  # dumped as the list it is
+    assert orjson.loads(args.model_dump_json())["node_names"] == LONG
 
 
 # Characters a name may hold in JSON, and those that need care: a quote or a backslash

@@ -148,3 +148,8 @@ def test_names_read_one_by_one_and_then_all_at_once_are_the_names() -> None:
     encoded = encoded_apart(names, b'","')
     assert [encoded[i] for i in range(len(names))] == names
     assert [encoded[-i] for i in range(1, len(names) + 1)] == names[::-1]
+    for index in (1.0, "1", None):  # not an index, one at a time or all at once alike
+        with pytest.raises(TypeError):
+            encoded_apart(names, b'","')[index]  # type: ignore[index]
+        with pytest.raises(TypeError):
+            encoded[index]  # type: ignore[index]
