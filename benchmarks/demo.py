@@ -62,11 +62,13 @@ def _serve_child(
 
     from extender import create_app
     from extender.server import inventory_extender
+    from extender.watch import freeze_the_heap
 
     async def run() -> None:
         extender = inventory_extender(nodes)
         if setup is not None:
             setup(extender)
+        freeze_the_heap()  # the pods set up stand for a first sync's, as fairpack serve does
         runner = web.AppRunner(create_app(extender, floor_endpoint=floor_endpoint), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -19,6 +19,7 @@ from extender.config import LiveConfig
 from extender.metrics import Metrics
 from extender.service import Extender, ViewOnlyBinder
 from extender.view import KINDS, ClusterView
+from extender.watch import freeze_the_heap
 from extender.webhook import WebhookConfig
 from scoring import NodeSpec
 
@@ -160,6 +161,7 @@ def _apps(
 
 async def serve_inventory(nodes: Sequence[NodeSpec], options: ServeOptions) -> None:
     extender = inventory_extender(nodes)
+    freeze_the_heap()  # as the live path does after its first sync
     log.info("serving a static inventory of %d nodes", len(nodes))
     app, public = _apps(extender, options)
     await _serve_until_stopped(app, options, public)

@@ -84,10 +84,18 @@ class _CollectorPause:
         if self._depth or not self._was_enabled:
             return
         if exc_type is None and not self._frozen:
-            gc.collect()  # nothing unreachable goes to the permanent generation
-            gc.freeze()
+            freeze_the_heap()
             self._frozen = True
         gc.enable()
+
+
+def freeze_the_heap() -> None:
+    """Collect once, then move everything alive (the view just built) to the permanent
+    generation: later collections, between requests, no longer walk it.  Over 120,000
+    objects of a 5,000-node inventory, a full collection took 50 to 70 ms, inside
+    whichever request set it off."""
+    gc.collect()  # nothing unreachable goes to the permanent generation
+    gc.freeze()
 
 
 collector_paused = _CollectorPause()

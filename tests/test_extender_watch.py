@@ -277,3 +277,22 @@ async def test_env_lookups_are_skipped_only_when_there_is_nothing_to_find(
     async with client.ApiClient(configuration) as api:
         assert skip_env_lookups(api) is switched_off
         assert api.rest_client.pool_manager.trust_env is not switched_off
+
+
+async def test_a_static_inventory_is_frozen_before_it_is_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import extender.server
+
+    frozen_when_served: list[int] = []
+
+    async def serve(*_: Any) -> None:
+        frozen_when_served.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(extender.server, "_serve_until_stopped", serve)
+    gc.unfreeze()
+    try:
+        await extender.server.serve_inventory([node("n0")], extender.server.ServeOptions())
+        assert frozen_when_served and frozen_when_served[0] > 0
+    finally:
+        gc.unfreeze()
