@@ -337,6 +337,7 @@ class ClusterView:
             if self._nodes.get(record.name) != record:
                 self._nodes[record.name] = record
                 self._stale_nodes.add(record.name)
+                self._remodel(record.name)
         elif isinstance(record, PodInfo):
             self._upsert_pod(record)
         elif isinstance(record, NamespaceInfo):
@@ -351,6 +352,7 @@ class ClusterView:
         if kind == "node":
             if self._nodes.pop(key, None) is not None:
                 self._stale_nodes.add(key)
+                self._remodel(key)
         elif kind == "pod":
             entry = self._pods.get(key)
             if entry is not None:
@@ -367,12 +369,12 @@ class ClusterView:
         kind = event.kind
         if kind == "node":
             fresh = {r.name: r for r in event.records if isinstance(r, NodeSpec)}
-            for name in self._nodes.keys() - fresh.keys():
-                self._stale_nodes.add(name)
-            for name, spec in fresh.items():
-                if self._nodes.get(name) != spec:
-                    self._stale_nodes.add(name)
+            changed = [name for name in self._nodes.keys() - fresh.keys()]
+            changed.extend(name for name, spec in fresh.items() if self._nodes.get(name) != spec)
+            self._stale_nodes.update(changed)
             self._nodes = fresh
+            for name in changed:
+                self._remodel(name)
         elif kind == "pod":
             listed = {r.uid: r for r in event.records if isinstance(r, PodInfo)}
             for uid in self._pods.keys() - listed.keys():
@@ -674,6 +676,18 @@ class ClusterView:
                     self._pending_multi_gpu[entry.info.uid] = None
                 else:
                     self._pending_multi_gpu.pop(entry.info.uid, None)
+
+    def _remodel(self, name: str) -> None:
+        """Count the GPUs held on node ``name`` under the model it has now (none once it
+        is gone), as a fresh list would: fair shares value held GPUs by model, and pods
+        may be seen before their node, or the node relabelled, while they run."""
+        spec = self._nodes.get(name)
+        model = spec.gpu_model if spec is not None else ""
+        for uid in self._by_node.get(name, {}):
+            entry = self._pods[uid]
+            if entry.model != model and entry.request.gpu_milli:
+                self._count(entry, -1)
+                self._count(entry, +1)
 
     # -- node set changes --------------------------------------------------------------------------
 

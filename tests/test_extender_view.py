@@ -250,6 +250,24 @@ def test_node_changes_rebuild_the_arrays_and_re_place_pods() -> None:
     assert free_gpus(view, "n")[:4] == [0, 0, 1000, 1000]
 
 
+def test_held_gpus_are_valued_by_the_model_their_node_has_now() -> None:
+    # Reflectors list concurrently: pods may arrive before their nodes. Fair shares weigh
+    # held GPUs by model, so the model must follow the node, as a fresh list would see it.
+    h100 = node("n", gpus=4, model="H100")
+    a = pod_info("a", "n", request(gpus=2))
+    view = ClusterView()
+    view.apply(Replaced("pod", [a]))
+    view.apply(Replaced("node", [h100]))
+    assert view.fair_ledger().held == {("team-a", "H100"): 2.0}
+    # Relabelled (GPU feature discovery labels a node after its GPUs are advertised).
+    view.apply(Upserted("node", node("n", gpus=4, model="L40S")))
+    assert view.fair_ledger().held == {("team-a", "L40S"): 2.0}
+    view.apply(Deleted("node", "n"))
+    assert view.fair_ledger().held == fresh_view([], [a]).fair_ledger().held
+    view.apply(Upserted("node", h100))
+    assert view.fair_ledger().held == fresh_view([h100], [a]).fair_ledger().held
+
+
 def test_an_over_committed_node_is_accounted_up_to_its_capacity() -> None:
     view = ClusterView([node("n", gpus=2)])
     view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
@@ -431,6 +449,7 @@ def test_any_event_sequence_ends_equal_to_a_fresh_list(
     assert fresh.conflicts == 0
     assert snapshot(view) == snapshot(fresh)
     assert view.allocation().allocated == fresh.allocation().allocated
+    assert view.fair_ledger().held == fresh.fair_ledger().held
 
 
 # -- ... and so does one with filter-time assumptions, once they have lapsed --------------------
@@ -491,8 +510,8 @@ def test_lapsed_filter_assumptions_leave_the_view_equal_to_a_fresh_list(
     assert snapshot(view) == snapshot(fresh)
     assert view.allocation().allocated == fresh.allocation().allocated
     assert view.allocation().pending == fresh.allocation().pending
-    # Pending demand only: GPUs held keep the model of the node when the pod was placed.
     ledger, fresh_ledger = view.fair_ledger(), fresh.fair_ledger()
+    assert ledger.held == fresh_ledger.held
     assert ledger.pending == fresh_ledger.pending
     assert ledger.smallest_pending == fresh_ledger.smallest_pending
     assert view.pending_multi_gpu_pods() == fresh.pending_multi_gpu_pods()
