@@ -437,6 +437,9 @@ class ClusterView:
         if previous is not None and previous.info.uid in self._pods:
             self._remove(previous)
         now = self.clock()
+        if watched and previous is not None:
+            # What the watch showed (its start time orders pending pods), with this request.
+            info = replace(previous.info, request=info.request)
         entry = _Entry(
             info=replace(info, node=node),
             team=team,
@@ -489,6 +492,8 @@ class ClusterView:
         entry = self._pods.get(uid)
         if entry is not None and entry.assumed_at_s is not None:
             self._remove(entry)
+            if entry.watched:  # still there, pending: as unassume leaves it
+                self._upsert_pod(replace(entry.info, node=""))
 
     # -- pods ------------------------------------------------------------------------------------
 

@@ -268,6 +268,24 @@ def test_held_gpus_are_valued_by_the_model_their_node_has_now() -> None:
     assert view.fair_ledger().held == fresh_view([h100], [a]).fair_ledger().held
 
 
+def test_a_failed_bind_leaves_a_pod_the_watch_showed_pending() -> None:
+    view = ClusterView([node("n", gpus=4)])
+    seen = pod_info("a", "", request(gpus=2))
+    view.apply(Upserted("pod", seen))
+    # bind assumes what it was sent (its own clock for when the pod started), then the
+    # binding fails: the pod is still there, pending, as a fresh list shows it.
+    from dataclasses import replace
+
+    view.assume(replace(seen, started_s=12345.0), "n", [0, 1])
+    view.forget("a")
+    placement = view.lookup("a")
+    assert placement is not None and not placement.node and not placement.assumed
+    assert free_gpus(view, "n") == [1000] * 4
+    fresh = fresh_view([node("n", gpus=4)], [seen])
+    assert view.allocation().pending == fresh.allocation().pending
+    assert view.pending_multi_gpu_pods() == fresh.pending_multi_gpu_pods()
+
+
 def test_an_over_committed_node_is_accounted_up_to_its_capacity() -> None:
     view = ClusterView([node("n", gpus=2)])
     view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))
