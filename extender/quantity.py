@@ -32,7 +32,8 @@ _SUFFIX: dict[str, Fraction] = {
     "Ei": Fraction(2**60),
 }
 _QUANTITY = re.compile(
-    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$"
+    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$",
+    re.ASCII,  # \d would take any script's digits; the API server's grammar has 0-9 only
 )
 _MIB = 2**20
 
@@ -50,7 +51,7 @@ def parse_quantity(value: object) -> Fraction:
     if not isinstance(value, str):
         raise ObjectError(f"{value!r} is not a quantity")
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return Fraction(int(text))
     match = _QUANTITY.match(text)
     if match is None:
@@ -67,7 +68,7 @@ def parse_quantity(value: object) -> Fraction:
 
 # The shapes the API server writes back almost always ("500m", "16Gi", "4"), in whole
 # numbers: a fast path with integer arithmetic, the exact parser for the rest.
-_SIMPLE = re.compile(r"^(\d{1,15})(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_SIMPLE = re.compile(r"^(\d{1,15})(m|Ki|Mi|Gi|Ti|k|M|G|T)?$", re.ASCII)
 _SIMPLE_FACTOR = {
     None: 1,
     "k": 10**3,

@@ -9,7 +9,7 @@ from extender_builders import pod, request
 
 from extender import FairpackConfig, ObjectError
 from extender.objects import namespace_info, node_spec, pod_info, pod_request, quota_info
-from extender.quantity import cpu_milli, memory_mib
+from extender.quantity import count, cpu_milli, memory_mib
 from extender.wire import Node, Pod
 from scoring import ON_DEMAND, SPOT, PodClass
 
@@ -47,10 +47,14 @@ def test_memory_mib(text: str, expected: int) -> None:
     assert memory_mib(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "12x", "1.2.3", "Gi", "--1", "1e99", "-1"])
+# "²" and "٣" are digits to str.isdigit (int() reads the second, not the first); the
+# API server's grammar has ASCII digits only.
+@pytest.mark.parametrize("text", ["", "12x", "1.2.3", "Gi", "--1", "1e99", "-1", "²", "٣"])
 def test_bad_quantities_are_refused(text: str) -> None:
     with pytest.raises(ObjectError):
         cpu_milli(text)
+    with pytest.raises(ObjectError):
+        count(text)
 
 
 def with_containers(
