@@ -43,6 +43,8 @@ LIST_TIMEOUT_S = 60
 """Per list page (the API server answers a page of 500 in well under a second)."""
 WATCH_TIMEOUT_S = (300, 600)
 """Each watch asks the server to end it after a random time in this range."""
+SHORT_WATCH_S = 1.0
+"""A watch that ends sooner than this without an event counts as failed (backoff)."""
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 
 
@@ -187,9 +189,16 @@ class Reflector:
             try:
                 if self.resource_version is None:
                     await self._list()
+                loop = asyncio.get_running_loop()
+                started_s, events = loop.time(), 0
                 async for event in self.source.watch(self.resource, self.resource_version or ""):
                     self._handle(event)
+                    events += 1
                     backoff_s = self._backoff_initial_s
+                if not events and loop.time() - started_s < SHORT_WATCH_S:
+                    # Ended at once with nothing (a proxy, a server going away): back off
+                    # as on an error, not reconnect at full speed (client-go does the same).
+                    raise SourceError("watch ended at once without an event")
                 # The server ended the watch (its timeout): resume where it stopped.
             except GoneError:
                 log.info("%s: resourceVersion expired, listing again", self.resource)

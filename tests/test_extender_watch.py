@@ -296,3 +296,32 @@ async def test_a_static_inventory_is_frozen_before_it_is_served(
         assert frozen_when_served and frozen_when_served[0] > 0
     finally:
         gc.unfreeze()
+
+
+async def test_a_watch_that_ends_at_once_without_events_backs_off() -> None:
+    # A proxy or an API server shutting down may end each watch cleanly and at once.
+    # Reconnecting at full speed would hammer the API server (client-go calls it a
+    # "very short watch" and backs off); here too, until a watch delivers something.
+    view, sink, metrics = feed()
+    watches = 0
+
+    class EmptyWatches(FakeSource):
+        async def watch(  # type: ignore[override]
+            self, resource: str, resource_version: str
+        ) -> AsyncIterator[dict[str, Any]]:
+            nonlocal watches
+            watches += 1
+            await asyncio.sleep(0)
+            return
+            yield
+
+    source = EmptyWatches(lists=[[Page([kube_node(node("n0"))], "5", None)]], watches=[])
+    reflector = Reflector(
+        source, "node", sink.sink("node"), metrics, clock=view.clock, backoff_initial_s=0.05
+    )
+    task = asyncio.create_task(reflector.run())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert 1 <= watches <= 6  # 0.05 s doubling: about four in 0.3 s, not thousands
+    assert view.state.names == ["n0"]
