@@ -202,7 +202,14 @@ async def serve_cluster(
     """List+watch the cluster, serve the extender, bind through the API server."""
     from kubernetes_asyncio import client, config
 
-    from extender.watch import KubeBinder, KubeRequeuer, KubeSource, Reflector, ViewFeed
+    from extender.watch import (
+        KubeBinder,
+        KubeRequeuer,
+        KubeSource,
+        Reflector,
+        ViewFeed,
+        relist_when_reading_changes,
+    )
 
     if kubeconfig:
         await config.load_kube_config(config_file=kubeconfig)
@@ -224,6 +231,7 @@ async def serve_cluster(
             Reflector(source, resource, feed.sink(resource), metrics, clock=view.clock)
             for resource in source.resources
         ]
+        relist_when_reading_changes(live, reflectors)
         tasks = [asyncio.create_task(r.run(), name=f"watch-{r.resource}") for r in reflectors]
         tasks.append(asyncio.create_task(extender.requeue_lifted_holds(), name="requeue"))
         try:

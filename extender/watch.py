@@ -182,36 +182,64 @@ class Reflector:
         self._backoff_max_s = backoff_max_s
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
+        self._cycle: asyncio.Future[None] | None = None
+        self._relisting = False
+        self._events = 0
+        """Events handled by the current list-and-watch cycle."""
+
+    def relist(self) -> None:
+        """List again now, dropping the list or watch in progress: what was read was
+        translated under a config that no longer holds (resource names, label keys)."""
+        self.resource_version = None
+        if self._cycle is not None and not self._cycle.done():
+            self._relisting = True
+            self._cycle.cancel()
 
     async def run(self) -> None:
         backoff_s = self._backoff_initial_s
         while True:
             try:
-                if self.resource_version is None:
-                    await self._list()
-                loop = asyncio.get_running_loop()
-                started_s, events = loop.time(), 0
-                async for event in self.source.watch(self.resource, self.resource_version or ""):
-                    self._handle(event)
-                    events += 1
-                    backoff_s = self._backoff_initial_s
-                if not events and loop.time() - started_s < SHORT_WATCH_S:
-                    # Ended at once with nothing (a proxy, a server going away): back off
-                    # as on an error, not reconnect at full speed (client-go does the same).
-                    raise SourceError("watch ended at once without an event")
+                self._events = 0
+                self._cycle = asyncio.ensure_future(self._list_and_watch())
+                try:
+                    await self._cycle
+                finally:
+                    self._cycle = None
+                    if self._events:
+                        backoff_s = self._backoff_initial_s
                 # The server ended the watch (its timeout): resume where it stopped.
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self._relisting or (task is not None and task.cancelling()):
+                    raise
+                self._relisting = False
+                self.resource_version = None
+                log.info(
+                    "%s: the config changed how objects are read, listing again", self.resource
+                )
             except GoneError:
                 log.info("%s: resourceVersion expired, listing again", self.resource)
                 self._metrics.watch_restarts.labels(self.resource, "relist").inc()
                 self.resource_version = None
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 self._metrics.watch_restarts.labels(self.resource, "error").inc()
                 delay_s = backoff_s * random.uniform(0.5, 1.0)
                 log.warning("%s: %s; retrying in %.1f s", self.resource, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 backoff_s = min(backoff_s * 2, self._backoff_max_s)
+
+    async def _list_and_watch(self) -> None:
+        """List if needed, then watch until the watch ends."""
+        if self.resource_version is None:
+            await self._list()
+        started_s = asyncio.get_running_loop().time()
+        async for event in self.source.watch(self.resource, self.resource_version or ""):
+            self._handle(event)
+            self._events += 1
+        if not self._events and asyncio.get_running_loop().time() - started_s < SHORT_WATCH_S:
+            # Ended at once with nothing (a proxy, a server going away): back off
+            # as on an error, not reconnect at full speed (client-go does the same).
+            raise SourceError("watch ended at once without an event")
 
     async def _list(self) -> None:
         listed_at_s = self._clock()
@@ -268,6 +296,30 @@ class ViewFeed:
         """A whole list at once (tests, benchmarks); reflectors go page by page."""
         sink = self.sink(resource)
         sink.replaced([r for obj in objects if (r := sink.translate(obj)) is not None], listed_at_s)
+
+
+def relist_when_reading_changes(config: LiveConfig, reflectors: list[Reflector]) -> None:
+    """List the view's kinds again whenever the config changes how their objects are read
+    (the GPU resource names, node label keys, pod rules): the view keeps records, not
+    objects, and what was read under the old config (the built-in defaults, at start-up,
+    until the policy ConfigMap's list lands) would otherwise stay until each object
+    changes; a running pod rarely does."""
+    reading = _reading(config.current)
+
+    def changed(new: FairpackConfig) -> None:
+        nonlocal reading
+        if _reading(new) == reading:
+            return
+        reading = _reading(new)
+        for reflector in reflectors:
+            if reflector.resource in ("node", "pod", "namespace", "quota"):
+                reflector.relist()
+
+    config.subscribe(changed)
+
+
+def _reading(config: FairpackConfig) -> tuple[object, ...]:
+    return (config.nodes, config.resources, config.pods)
 
 
 class _ViewSink:

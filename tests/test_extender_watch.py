@@ -14,7 +14,7 @@ import pytest
 from extender_builders import kube_node, node, pod, request
 
 from extender import ClusterView, LiveConfig, Metrics
-from extender.view import KINDS
+from extender.view import KINDS, Replaced
 from extender.watch import Page, Reflector, SourceError, ViewFeed
 
 
@@ -325,3 +325,49 @@ async def test_a_watch_that_ends_at_once_without_events_backs_off() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert 1 <= watches <= 6  # 0.05 s doubling: about four in 0.3 s, not thousands
     assert view.state.names == ["n0"]
+
+
+async def test_a_config_that_reads_objects_differently_relists_them() -> None:
+    # Reflectors list concurrently: the pods may be read under the built-in defaults
+    # before the policy ConfigMap lands. A running pod seldom changes again, so without
+    # a relist an AMD cluster's bound pods would hold no GPUs in the view for good.
+    from extender.watch import relist_when_reading_changes
+
+    view, sink, metrics = feed()
+    view.apply(Replaced("node", [node("n0", gpus=8)]))
+    amd = pod(
+        "trainer",
+        request(gpus=2),
+        node_name="n0",
+        phase="Running",
+        gpu_resource="amd.com/gpu",
+    )
+    gate = asyncio.Event()
+
+    class Source(FakeSource):
+        async def watch(  # type: ignore[override]
+            self, resource: str, resource_version: str
+        ) -> AsyncIterator[dict[str, Any]]:
+            self.calls.append(("watch", resource_version))
+            gate.set()
+            await asyncio.Event().wait()
+            yield {}
+
+    source = Source(lists=[[Page([amd], "5", None)], [Page([amd], "9", None)]], watches=[])
+    pods = Reflector(source, "pod", sink.sink("pod"), metrics, clock=view.clock)
+    relist_when_reading_changes(sink.config, [pods])
+    task = asyncio.create_task(pods.run())
+    await asyncio.wait_for(gate.wait(), timeout=5)
+    assert view.allocation().allocated == {}  # nvidia.com/gpu by default: none asked
+    gate.clear()
+    sink.sink("configmap").upserted(
+        {"data": {"config.yaml": "policy:\n  weights:\n    best_fit: 5\n"}}
+    )
+    await asyncio.sleep(0.05)
+    assert source.calls == [("list", None), ("watch", "5")]  # nothing read differently
+    sink.sink("configmap").upserted({"data": {"config.yaml": "resources:\n  gpu: amd.com/gpu\n"}})
+    await asyncio.wait_for(gate.wait(), timeout=5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert source.calls[2:] == [("list", None), ("watch", "9")]
+    assert view.allocation().allocated == {("team-a", "batch"): 2.0}
