@@ -8,6 +8,7 @@ library's model objects are never kept.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from extender.wire import Container, Node, Pod, Quantity
 from scoring import MILLI_PER_GPU, ON_DEMAND, SPOT, NodeSpec, PodClass, PodRequest
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,33 @@ def _first_label(labels: Mapping[str, str], keys: tuple[str, ...]) -> str | None
     return None
 
 
+def _gpu_memory_mib(node: str, labels: Mapping[str, str], config: FairpackConfig) -> int:
+    """Per-GPU memory from the node's labels (MiB first, then a quantity); 0, unknown,
+    when none is set or readable.
+
+    An unreadable label is logged and skipped, not a reason to leave the node out of the
+    view, where its pods' GPUs would go uncounted.  Unknown memory fits no pod that asks
+    for a minimum (``scoring.feasibility``), so such pods avoid the node until it is fixed."""
+    keys = config.nodes
+    for label_keys, parse in (
+        (keys.gpu_memory_mib, quantity.count),
+        (keys.gpu_memory_quantity, quantity.memory_mib),
+    ):
+        if (value := _first_label(labels, label_keys)) is None:
+            continue
+        try:
+            return parse(value)
+        except ObjectError as exc:
+            log.warning(
+                "node %s: GPU memory label %r unreadable (%s): pods asking for a minimum of"
+                " GPU memory will not go there until it is fixed",
+                node,
+                value,
+                exc,
+            )
+    return 0
+
+
 def node_spec(node: Node, config: FairpackConfig) -> NodeSpec:
     metadata = node.metadata
     if metadata is None or not metadata.name:
@@ -246,17 +276,7 @@ def node_spec(node: Node, config: FairpackConfig) -> NodeSpec:
     path = "Node.status.allocatable"
     gpus = _resource(resources, config.resources.gpu, quantity.count, path)
     node_labels = config.nodes
-    memory_mib = 0
-    if (mib := _first_label(labels, node_labels.gpu_memory_mib)) is not None:
-        try:
-            memory_mib = quantity.count(mib)
-        except ObjectError as exc:
-            raise ObjectError(f"Node.metadata.labels gpu memory: {exc}") from None
-    elif (amount := _first_label(labels, node_labels.gpu_memory_quantity)) is not None:
-        try:
-            memory_mib = quantity.memory_mib(amount)
-        except ObjectError as exc:
-            raise ObjectError(f"Node.metadata.labels gpu memory: {exc}") from None
+    memory_mib = _gpu_memory_mib(metadata.name, labels, config) if gpus else 0
     capacity = _first_label(labels, node_labels.capacity_type)
     return NodeSpec(
         name=metadata.name,
@@ -264,7 +284,7 @@ def node_spec(node: Node, config: FairpackConfig) -> NodeSpec:
         memory_mib=_resource(resources, "memory", quantity.memory_mib, path),
         gpu_count=gpus,
         gpu_model=(_first_label(labels, node_labels.gpu_model) or "") if gpus else "",
-        gpu_memory_mib=memory_mib if gpus else 0,
+        gpu_memory_mib=memory_mib,
         capacity_type=SPOT
         if capacity and capacity.lower() in node_labels.spot_values
         else ON_DEMAND,

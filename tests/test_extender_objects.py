@@ -197,6 +197,15 @@ def kube_node(labels: dict[str, str], gpus: str = "8") -> Node:
         pytest.param(
             {"eks.amazonaws.com/capacityType": "ON_DEMAND"}, "", 0, ON_DEMAND, id="eks-on-demand"
         ),
+        # An unreadable memory label leaves the memory unknown (0), never the node unread.
+        pytest.param({"nvidia.com/gpu.memory": "80GB"}, "", 0, ON_DEMAND, id="memory-unreadable"),
+        pytest.param(
+            {"nvidia.com/gpu.memory": "lots", "gpu-memory": "48Gi"},
+            "",
+            48 * 1024,
+            ON_DEMAND,
+            id="memory-next-label",
+        ),
     ],
 )
 def test_node_spec_from_labels(
@@ -205,6 +214,12 @@ def test_node_spec_from_labels(
     spec = node_spec(kube_node(labels), CONFIG)
     assert (spec.gpu_model, spec.gpu_memory_mib, spec.capacity_type) == (model, memory, capacity)
     assert (spec.cpu_milli, spec.memory_mib, spec.gpu_count) == (95_500, 1_024_000, 8)
+
+
+def test_unreadable_memory_label_says_what_it_costs(caplog: pytest.LogCaptureFixture) -> None:
+    node_spec(kube_node({"nvidia.com/gpu.memory": "80GB"}), CONFIG)
+    assert "node n: GPU memory label '80GB' unreadable" in caplog.text
+    assert "will not go there until it is fixed" in caplog.text
 
 
 def test_label_keys_are_configurable() -> None:
