@@ -392,7 +392,8 @@ def plot(results: Sequence[ReplayResult], path: Path) -> None:
     axes[0][0].set_ylabel("GPUs")
     axes[0][-1].legend(fontsize=7, loc="upper right")
     figure.tight_layout()
-    figure.savefig(path)
+    # The format named, so that a path without a suffix is the file written (not path.png).
+    figure.savefig(path, format=Path(path).suffix[1:].lower() or "png")
     plt.close(figure)
 
 

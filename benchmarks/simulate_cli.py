@@ -235,7 +235,8 @@ def _failed_cell(failed: dict[str, float]) -> str:
     return " ".join(f"{key}:{failed[key]:g}" for key in failed if failed[key] or key in SIZE_KEYS)
 
 
-def print_table(report: dict[str, Any], out: Any = sys.stdout) -> None:
+def print_table(report: dict[str, Any], out: Any = None) -> None:
+    out = out or sys.stdout  # the current one, not the one at import
     summary = report["summary"]
     has_reference = any("published_unallocated_pct_at_100_mean" in e for e in summary.values())
     header = (
@@ -297,7 +298,8 @@ def plot(results: Sequence[RunResult], title: str, path: Path) -> None:
     axes.legend(loc="lower right", fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path)
+    # The format named, so that a path without a suffix is the file written (not path.png).
+    figure.savefig(path, format=Path(path).suffix[1:].lower() or "png")
     plt.close(figure)
 
 

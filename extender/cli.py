@@ -264,6 +264,42 @@ def _add_bench(commands: Any) -> None:
     kube.set_defaults(run=_run_bench_kube)
 
 
+def _plot_formats() -> set[str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return set(FigureCanvasBase.get_supported_filetypes())
+
+
+def _output_problem(path: Path, flag: str) -> str | None:
+    """Why ``path`` cannot be written, found before a long run rather than after it."""
+    if path.is_dir():
+        return f"{flag} {path}: is a directory; give a file name"
+    if flag == "--plot" and path.suffix and path.suffix[1:].lower() not in _plot_formats():
+        return f"{flag} {path}: cannot write {path.suffix} images; use .png, .svg or .pdf"
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):
+            pass
+        if not existed:
+            path.unlink()
+    except (FileExistsError, NotADirectoryError):
+        return f"{flag} {path}: a parent of it is a file, not a directory; give another path"
+    except OSError as exc:
+        return f"{flag} {path}: cannot write there ({exc.strerror or exc}); give another path"
+    return None
+
+
+def _check_outputs(args: argparse.Namespace) -> str | None:
+    for flag in ("--json", "--plot"):
+        path = getattr(args, flag[2:], None)
+        if path is not None:
+            problem = _output_problem(Path(path), flag)
+            if problem is not None:
+                return problem
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fairpack", description="GPU-aware scheduler extender for Kubernetes."
@@ -278,6 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_bench(commands)
 
     args = parser.parse_args(argv)
+    problem = _check_outputs(args)
+    if problem is not None:
+        print(f"fairpack {args.command}: {problem}", file=sys.stderr)
+        return 2
     return int(args.run(args) or 0)
 
 

@@ -119,3 +119,43 @@ def test_after_answer_figures_come_from_the_servers_histogram() -> None:
     assert figures["filter_after_answer_mean_ms"] == pytest.approx((98 * 0.2 + 6) / 100)
     assert figures["filter_after_answer_p99_at_most_ms"] == 5.0  # the bucket holding the 99th
     assert "prioritize_after_answer_mean_ms" not in figures  # none observed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["--json", "{tmp}"], "--json {tmp}: is a directory", id="json-directory"),
+        pytest.param(
+            ["--json", "{tmp}/file/out.json"], "a parent of it is a file", id="json-under-a-file"
+        ),
+        pytest.param(["--plot", "{tmp}/out.foo"], "cannot write .foo images", id="plot-format"),
+        pytest.param(["--plot", "/proc/out.png"], "cannot write there", id="plot-unwritable"),
+    ],
+)
+def test_an_unwritable_output_is_refused_before_the_run(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import simulate_cli
+
+    def no_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("simulated before checking the outputs")
+
+    monkeypatch.setattr(simulate_cli, "report_for", no_run)
+    (tmp_path / "file").write_text("")
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert main(["simulate", "--seeds", "42", *argv]) == 2
+    assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+
+
+def test_a_plot_path_without_a_suffix_is_the_file_written(tmp_path: Path) -> None:
+    out = tmp_path / "allocation"
+    spec = "synthetic:nodes=20,mix=h100x8:1"
+    argv = ["simulate", "--cluster", spec, "--workload", "synthetic:llm-serving"]
+    argv += ["--policy", "bestfit", "--seeds", "42", "--jobs", "1", "--quiet", "--plot", str(out)]
+    assert main(argv) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert not out.with_suffix(".png").exists()
