@@ -174,9 +174,14 @@ def summarize(
     for policy in dict.fromkeys(r.policy for r in results):
         runs = [r for r in results if r.policy == policy]
         values = [r.unallocated_pct_at_100 for r in runs]
+        # NaN when a seed has no arrival near 100% (a cluster of few GPUs); pstdev
+        # cannot take NaN.
+        measured = not any(math.isnan(v) for v in values)
         entry: dict[str, Any] = {
             "unallocated_pct_at_100_mean": round(statistics.fmean(values), 3),
-            "unallocated_pct_at_100_std": round(statistics.pstdev(values), 3),
+            "unallocated_pct_at_100_std": round(statistics.pstdev(values), 3)
+            if measured
+            else math.nan,
             "failed_pods_mean": round(statistics.fmean(r.failed_pods for r in runs), 1),
             "seconds_per_seed_mean": round(statistics.fmean(r.elapsed_s for r in runs), 3),
             **_metrics_summary(runs),
@@ -343,12 +348,33 @@ def report_for(
     return document, results
 
 
+def _or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with NaN as null: ``json.dumps`` would write NaN, which is not JSON."""
+    if isinstance(value, float):
+        return _or_none(value)
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+def unmeasured_seeds(results: Sequence[RunResult]) -> list[int]:
+    """Seeds whose runs have no allocation at arrived = 100%: no arrival came near it."""
+    seeds = (r.seed for r in results if math.isnan(r.unallocated_pct_at_100))
+    return sorted(set(seeds))
+
+
 def _run_json(result: RunResult) -> dict[str, Any]:
     p50, p99 = percentiles_ms(result.decision_s)
     return {
         "policy": result.policy,
         "seed": result.seed,
-        "unallocated_pct_at_100": result.unallocated_pct_at_100,
+        "unallocated_pct_at_100": _or_none(result.unallocated_pct_at_100),
         "failed_pods": result.failed_pods,
         "pods": result.pods,
         "seconds": round(result.elapsed_s, 3),
@@ -447,9 +473,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"fairpack simulate: {exc}", file=sys.stderr)
         return 2
     print_table(document)
+    unmeasured = unmeasured_seeds(results)
+    if unmeasured:
+        print(
+            f"fairpack simulate: seeds {','.join(map(str, unmeasured))}: no arrival came within"
+            " 1% of the cluster's GPU capacity, so 'unallocated % @100' is nan; give a cluster"
+            " with more GPUs",
+            file=sys.stderr,
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=1) + "\n")
+        args.json.write_text(json.dumps(_json_ready(document), indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,6 +216,27 @@ def test_cli_refuses_both_nodes_and_cluster(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         _run_cli(["--cluster", SMALL_FLEET, "--nodes", "x.csv"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_cluster_too_small_for_arrived_100_still_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Five 8-GPU nodes: an 8-GPU pod is 2.5% of the capacity, so some seeds have no
+    # arrival at 99..101% and their figure at 100 is NaN.
+    out = tmp_path / "tiny.json"
+    argv = ["--cluster", "synthetic:nodes=5,mix=h100x8:1", "--workload", "synthetic:llm-serving"]
+    argv += ["--policy", "bestfit", "--seeds", "42-45", "--quiet", "--jobs", "1"]
+    assert _run_cli([*argv, "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "give a cluster with more GPUs" in captured.err
+    assert "nan" in captured.out
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    document = json.loads(out.read_text(), parse_constant=refuse)
+    assert document["summary"]["bestfit"]["unallocated_pct_at_100_mean"] is None
+    assert None in [r["unallocated_pct_at_100"] for r in document["results"]]
 
 
 def test_load_workload_whole_suffix() -> None:
