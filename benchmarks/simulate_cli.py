@@ -77,11 +77,16 @@ def parse_seeds(text: str) -> list[int]:
         try:
             if "-" in part[1:]:
                 low, high = part.split("-", 1)
-                seeds.extend(range(int(low), int(high) + 1))
+                first, last = int(low), int(high)
             else:
-                seeds.append(int(part))
+                first = last = int(part)
         except ValueError:
             raise UsageError(f"--seeds: {part!r} is not a seed or a range like 42-51") from None
+        if min(first, last) < 0:
+            raise UsageError(f"--seeds: {part!r}: seeds are whole numbers from 0")
+        if last < first:
+            raise UsageError(f"--seeds: {part!r} runs backwards; did you mean {last}-{first}?")
+        seeds.extend(range(first, last + 1))
     if not seeds:
         raise UsageError("--seeds: give at least one seed")
     return sorted(set(seeds))
@@ -443,13 +448,15 @@ def add_parser(commands: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.scenario == "fairness":
-        from benchmarks import fairness
-
-        return fairness.main(args)
     try:
-        policies = parse_policies(args.policy)
         seeds = parse_seeds(args.seeds)
+        if args.scenario == "fairness":
+            from benchmarks import fairness
+
+            return fairness.main(args)
+        policies = parse_policies(args.policy)
+        if not math.isfinite(args.tune):
+            raise UsageError("--tune must be a finite multiple of the capacity, like 1.3")
         if not args.tune >= 1:
             raise UsageError(
                 f"--tune must be at least 1 (got {args.tune}): the report measures the cluster"

@@ -42,6 +42,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: seeds are whole numbers from 0")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
@@ -185,7 +195,7 @@ def _add_demo(commands: Any) -> None:
     parser.add_argument(
         "--pods", type=_positive, help="replay only the first N pods (default: all)"
     )
-    parser.add_argument("--seed", type=int, default=42, help="shuffle seed (default 42)")
+    parser.add_argument("--seed", type=_seed, default=42, help="shuffle seed (default 42)")
     parser.add_argument("--nodes", default=None, help="openb node list CSV (default: built-in)")
     parser.add_argument("--trace", default=None, help="openb pod list CSV (default: built-in)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
@@ -239,13 +249,13 @@ def _add_bench(commands: Any) -> None:
             " list every time (the best case)"
         ),
     )
-    latency.add_argument("--seed", type=int, default=42)
+    latency.add_argument("--seed", type=_seed, default=42)
     latency.add_argument("--json", type=Path, help="write the figures here")
     latency.set_defaults(run=_run_bench_latency)
     view = benches.add_parser("view", help="memory and sync time of the cluster view")
     view.add_argument("--nodes", type=_positive, default=5000)
     view.add_argument("--pods", type=_positive, default=100_000)
-    view.add_argument("--seed", type=int, default=42)
+    view.add_argument("--seed", type=_seed, default=42)
     view.add_argument("--json", type=Path, help="write the figures here")
     view.set_defaults(run=_run_bench_view)
     kube = benches.add_parser(

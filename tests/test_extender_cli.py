@@ -67,6 +67,7 @@ def test_the_service_never_imports_benchmarks() -> None:
             ["bench", "latency", "--nodes", "0"], "expected positive counts", id="bad-node-counts"
         ),
         pytest.param(["demo", "--pods", "none"], "is not a whole number", id="bad-pods"),
+        pytest.param(["demo", "--seed", "-1"], "seeds are whole numbers from 0", id="bad-seed"),
     ],
 )
 def test_bad_arguments_exit_2_with_the_reason(

@@ -202,14 +202,38 @@ def _run_cli(argv: list[str]) -> int:
             ["--cluster", SMALL_FLEET, "--workload", "synthetic:mixed", "--tune", "0.6"],
             "--tune must be at least 1 (got 0.6)",
         ),
+        (
+            ["--cluster", SMALL_FLEET, "--workload", "synthetic:mixed", "--tune", "inf"],
+            "--tune must be a finite multiple",
+        ),
     ],
-    ids=["node-type", "workload", "interactive", "tune-below-capacity"],
+    ids=["node-type", "workload", "interactive", "tune-below-capacity", "tune-infinite"],
 )
 def test_cli_rejects_bad_specs_with_a_message(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _run_cli([*argv, "--quiet", "--jobs", "1"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("51-42", "'51-42' runs backwards; did you mean 42-51?"),
+        ("51-42,45", "runs backwards"),  # not silently seed 45 alone
+        ("-5", "seeds are whole numbers from 0"),
+        ("42--45", "seeds are whole numbers from 0"),
+        ("x", "is not a seed"),
+    ],
+)
+def test_bad_seeds_are_refused(text: str, message: str) -> None:
+    with pytest.raises(simulate_cli.UsageError, match=message):
+        simulate_cli.parse_seeds(text)
+
+
+def test_seeds() -> None:
+    assert simulate_cli.parse_seeds("42-44,50,43") == [42, 43, 44, 50]
+    assert simulate_cli.parse_seeds("0") == [0]
 
 
 def test_cli_refuses_both_nodes_and_cluster(capsys: pytest.CaptureFixture[str]) -> None:
