@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
-from benchmarks.traces import TraceError
+from benchmarks.traces import TraceError, read_text
 
 PUBLISHED_NAMES = {
     "01-Random": "random",
@@ -27,7 +28,7 @@ def load_reference(path: str | Path, workload: str) -> dict[str, dict[int, float
     if not path.is_file():
         raise TraceError(f"{path}: no such reference file")
     published: dict[str, dict[int, float]] = {}
-    with path.open() as handle:
+    with io.StringIO(read_text(path)) as handle:
         for line_no, row in enumerate(csv.DictReader(handle), start=2):
             if row.get("workload") != workload:
                 continue

@@ -10,6 +10,7 @@ all at once, so a bad file is fixed in one pass.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -59,7 +60,19 @@ def _open(source: str | Path) -> tuple[str, Iterator[str]]:
     path = Path(text)
     if not path.is_file():
         raise TraceError(f"{path}: no such file (give a path to an openb CSV)")
-    return str(path), iter(path.read_text(encoding="utf-8-sig").splitlines())
+    return str(path), iter(read_text(path).splitlines())
+
+
+def read_text(path: Path) -> str:
+    """The text of a CSV the user named; what is wrong with it, as a TraceError."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TraceError(
+            f"{path}: not UTF-8 text (byte {exc.start}); is it the CSV, uncompressed?"
+        ) from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def _rows(
@@ -123,6 +136,8 @@ def _int(row: dict[str, str], column: str, *, minimum: int = 0) -> int:
 
 
 def _node(row: dict[str, str]) -> NodeSpec:
+    if not row["sn"].strip():
+        raise ValueError("sn (the node's name) is empty")
     gpus = _int(row, "gpu")
     model = row["model"].strip()
     if gpus and not model:
@@ -168,7 +183,12 @@ def _pod(row: dict[str, str]) -> TracePod:
 
 def load_nodes(source: str | Path = BUILTIN_NODES) -> list[NodeSpec]:
     """Nodes of an openb node list (a path, or ``builtin:<file>``)."""
-    return [n for n in _parse_all(source, (NODE_COLUMNS,), _node) if isinstance(n, NodeSpec)]
+    nodes = [n for n in _parse_all(source, (NODE_COLUMNS,), _node) if isinstance(n, NodeSpec)]
+    repeated = [name for name, count in Counter(n.name for n in nodes).items() if count > 1]
+    if repeated:
+        names = ", ".join(repeated[:_MAX_REPORTED])
+        raise TraceError(f"{source}: node names (sn) appear more than once: {names}")
+    return nodes
 
 
 def load_pods(source: str | Path = BUILTIN_PODS) -> list[TracePod]:

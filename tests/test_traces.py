@@ -181,14 +181,33 @@ def test_malformed_pod_files(tmp_path: Path, lines: list[str], message: str) -> 
         ("n0,64000,262144,2,", ":2: node 'n0' has 2 GPUs but no model"),
         ("n0,64000,big,2,P100", ":2: memory_mib='big' is not a number"),
         ("n0,64000,262144,-2,P100", ":2: gpu=-2 is below 0"),
+        (" ,64000,262144,2,P100", ":2: sn (the node's name) is empty"),
     ],
-    ids=["gpus-without-model", "not-a-number", "negative-gpus"],
+    ids=["gpus-without-model", "not-a-number", "negative-gpus", "no-name"],
 )
 def test_malformed_node_files(tmp_path: Path, row: str, message: str) -> None:
     path = write(tmp_path, NODE_HEADER, row)
     with pytest.raises(TraceError) as error:
         load_nodes(path)
     assert f"{path}{message}" in str(error.value)
+
+
+def test_a_node_name_twice_is_refused(tmp_path: Path) -> None:
+    # The extender answers every filter over such a list with 400.
+    path = write(tmp_path, NODE_HEADER, "n0,1,1,2,P100", "n1,1,1,2,P100", "n0,1,1,1,V100")
+    with pytest.raises(TraceError, match=r"node names \(sn\) appear more than once: n0$"):
+        load_nodes(path)
+
+
+def test_a_file_that_is_not_text_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "nodes.csv.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00\xff")
+    with pytest.raises(TraceError, match="not UTF-8 text"):
+        load_nodes(path)
+    with pytest.raises(TraceError, match="not UTF-8 text"):
+        load_pods(path)
+    with pytest.raises(TraceError, match="not UTF-8 text"):
+        load_reference(path, "w")
 
 
 def test_every_malformed_row_is_reported_at_once(tmp_path: Path) -> None:
