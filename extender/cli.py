@@ -52,6 +52,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: a port is 1..65535")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
@@ -80,7 +90,7 @@ def _webhook_listener(args: argparse.Namespace) -> Any:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from extender.server import ServeOptions, serve_cluster, serve_inventory
+    from extender.server import ServeError, ServeOptions, serve_cluster, serve_inventory
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -105,9 +115,16 @@ def _run_serve(args: argparse.Namespace) -> int:
         except TraceError as exc:
             print(f"fairpack serve: {exc}", file=sys.stderr)
             return 2
-        asyncio.run(serve_inventory(nodes, options))
-    else:
-        asyncio.run(serve_cluster(options, configmap=args.configmap, kubeconfig=args.kubeconfig))
+    try:
+        if args.inventory is not None:
+            asyncio.run(serve_inventory(nodes, options))
+        else:
+            asyncio.run(
+                serve_cluster(options, configmap=args.configmap, kubeconfig=args.kubeconfig)
+            )
+    except ServeError as exc:
+        print(f"fairpack serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -118,7 +135,7 @@ def _add_serve(commands: Any) -> None:
         description="Serve kube-scheduler's extender verbs (filter, prioritize, preempt, bind).",
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=8888, help="port (default 8888)")
+    parser.add_argument("--port", type=_port, default=8888, help="port (default 8888)")
     parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     parser.add_argument(
@@ -147,7 +164,7 @@ def _add_serve(commands: Any) -> None:
         "A second, HTTPS-only listener for the API server and Prometheus: POST /validate, "
         "POST /mutate, GET /healthz, /readyz, /metrics (never the extender verbs).",
     )
-    webhook.add_argument("--webhook-port", type=int, help="serve the webhooks on this port")
+    webhook.add_argument("--webhook-port", type=_port, help="serve the webhooks on this port")
     webhook.add_argument("--webhook-host", default="0.0.0.0", help="(default 0.0.0.0)")
     webhook.add_argument(
         "--webhook-tls-cert", type=Path, help="its certificate (PEM; default --tls-cert)"

@@ -50,15 +50,45 @@ class ServeOptions:
 CERT_RELOAD_INTERVAL_S = 30.0
 
 
+class ServeError(Exception):
+    """What keeps the service from starting, in one line that says what to change."""
+
+
+def _load(what: str, paths: Sequence[Path | None], load: Any) -> None:
+    for path in paths:
+        if path is not None and not path.is_file():
+            raise ServeError(f"{what}: {path}: no such file")
+    try:
+        load()
+    except (OSError, ssl.SSLError) as exc:
+        names = " and ".join(str(p) for p in paths if p is not None)
+        raise ServeError(f"{what}: cannot load {names} ({exc}); give PEM files") from None
+
+
+def server_context(cert: Path, key: Path | None, what: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    _load(what, (cert, key), lambda: context.load_cert_chain(cert, key))
+    return context
+
+
 def ssl_context(options: ServeOptions) -> ssl.SSLContext | None:
     if options.tls_cert is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(options.tls_cert, options.tls_key)
+    context = server_context(options.tls_cert, options.tls_key, "--tls-cert/--tls-key")
     if options.client_ca is not None:
+        client_ca = options.client_ca
         context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(options.client_ca)
+        _load("--client-ca", (client_ca,), lambda: context.load_verify_locations(client_ca))
     return context
+
+
+async def _listen(site: web.TCPSite, host: str, port: int, flags: str) -> None:
+    try:
+        await site.start()
+    except OSError as exc:  # in use, a privileged port, an unknown host
+        raise ServeError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); check {flags}"
+        ) from None
 
 
 def _mtimes(*paths: Path | None) -> tuple[int, ...]:
@@ -109,7 +139,7 @@ async def _serve_until_stopped(
         await runner.setup()
         context = ssl_context(options)
         site = web.TCPSite(runner, options.host, options.port, ssl_context=context)
-        await site.start()
+        await _listen(site, options.host, options.port, "--host and --port")
         if context is not None and options.tls_cert is not None:
             reloads.append(
                 asyncio.create_task(reload_certificates(context, options.tls_cert, options.tls_key))
@@ -120,12 +150,15 @@ async def _serve_until_stopped(
             public_runner = web.AppRunner(public, access_log=None)
             runners.append(public_runner)
             await public_runner.setup()
-            public_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            public_context.load_cert_chain(webhook.tls_cert, webhook.tls_key)
+            public_context = server_context(
+                webhook.tls_cert, webhook.tls_key, "--webhook-tls-cert/--webhook-tls-key"
+            )
             public_site = web.TCPSite(
                 public_runner, webhook.host, webhook.port, ssl_context=public_context
             )
-            await public_site.start()
+            await _listen(
+                public_site, webhook.host, webhook.port, "--webhook-host and --webhook-port"
+            )
             reloads.append(
                 asyncio.create_task(
                     reload_certificates(public_context, webhook.tls_cert, webhook.tls_key)
@@ -211,13 +244,23 @@ async def serve_cluster(
         relist_when_reading_changes,
     )
 
-    if kubeconfig:
-        await config.load_kube_config(config_file=kubeconfig)
-    else:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            await config.load_kube_config()
+    try:
+        if kubeconfig:
+            if not Path(kubeconfig).is_file():
+                raise ServeError(f"--kubeconfig {kubeconfig}: no such file")
+            await config.load_kube_config(config_file=kubeconfig)
+        else:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                await config.load_kube_config()
+    except ServeError:
+        raise
+    except Exception as exc:  # the client's errors for a bad file are of many kinds
+        where = kubeconfig or "~/.kube/config (not in a pod)"
+        raise ServeError(
+            f"no cluster to serve: {where}: {exc}; give --kubeconfig, or --inventory NODES.csv"
+        ) from None
     metrics = Metrics()
     live = LiveConfig(on_reload=metrics.config_reloaded)
     view = ClusterView(required_kinds=KINDS)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,7 @@ def test_the_service_never_imports_benchmarks() -> None:
         ),
         pytest.param(["demo", "--pods", "none"], "is not a whole number", id="bad-pods"),
         pytest.param(["demo", "--seed", "-1"], "seeds are whole numbers from 0", id="bad-seed"),
+        pytest.param(["serve", "--port", "70000"], "a port is 1..65535", id="bad-port"),
     ],
 )
 def test_bad_arguments_exit_2_with_the_reason(
@@ -82,6 +86,48 @@ def test_bad_arguments_exit_2_with_the_reason(
 def test_serve_with_a_missing_inventory_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--inventory", "/nonexistent/nodes.csv"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def unfreeze_after() -> Iterator[None]:
+    yield
+    gc.unfreeze()  # serving an inventory freezes the heap
+
+
+def test_serve_on_a_port_in_use_says_so(
+    capsys: pytest.CaptureFixture[str], unfreeze_after: None
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "--inventory", "builtin:openb_node_list_gpu_node.csv"]
+        assert main([*argv, "--host", "127.0.0.1", "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tls-cert", "{tmp}/none.pem", "--tls-key", "{tmp}/none.key"], "none.pem: no such file"),
+        (["--tls-cert", "{tmp}/bad.pem", "--tls-key", "{tmp}/bad.pem"], "give PEM files"),
+        (["--kubeconfig", "{tmp}/none.yaml"], "--kubeconfig {tmp}/none.yaml: no such file"),
+    ],
+    ids=["missing-certificate", "not-a-certificate", "missing-kubeconfig"],
+)
+def test_serve_with_unusable_files_says_which(
+    flags: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    unfreeze_after: None,
+) -> None:
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
+    if "--kubeconfig" not in flags:
+        flags += ["--inventory", "builtin:openb_node_list_gpu_node.csv"]
+    assert main(["serve", "--host", "127.0.0.1", "--port", "1", *flags]) == 2
+    assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
 
 
 def test_the_demo_replays_pods_through_http(
