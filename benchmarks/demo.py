@@ -298,6 +298,9 @@ def main(args: argparse.Namespace) -> int:
     except TraceError as exc:
         print(f"fairpack demo: {exc}", file=sys.stderr)
         return 2
+    if not any(node.gpu_count for node in nodes):
+        print(f"fairpack demo: {args.nodes}: the nodes have no GPUs to place on", file=sys.stderr)
+        return 2
     order = np.random.default_rng(args.seed).permutation(len(trace))
     pods = [trace[i] for i in order[: args.pods]]
     with LoopbackServer(nodes) as server:

@@ -130,6 +130,15 @@ def test_serve_with_unusable_files_says_which(
     assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
 
 
+def test_the_demo_over_nodes_without_gpus_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nodes = tmp_path / "cpu.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn0,64000,262144,0,\n")
+    assert main(["demo", "--pods", "5", "--quiet", "--nodes", str(nodes)]) == 2
+    assert "the nodes have no GPUs" in capsys.readouterr().err
+
+
 def test_the_demo_replays_pods_through_http(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
