@@ -564,8 +564,13 @@ def main(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr, flush=True)
 
     runs: list[dict[str, Any]] = []
-    for nodes in args.nodes:
-        runs.extend(asyncio.run(_bench_nodes(nodes, args, say)))
+    control_plane_error = _e2e("controlplane").ControlPlaneError
+    try:
+        for nodes in args.nodes:
+            runs.extend(asyncio.run(_bench_nodes(nodes, args, say)))
+    except control_plane_error as exc:  # missing binaries, no openssl, a component that died
+        print(f"fairpack bench kube: {exc}", file=sys.stderr)
+        return 2
     document = {
         "settings": {
             "scheduler_config": "manifests/scheduler/kube-scheduler-config.yaml",

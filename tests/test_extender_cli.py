@@ -139,6 +139,13 @@ def test_the_demo_over_nodes_without_gpus_says_so(
     assert "the nodes have no GPUs" in capsys.readouterr().err
 
 
+def test_bench_kube_without_binaries_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "kube", "--bin-dir", str(tmp_path), "--nodes", "1"]) == 2
+    assert "run scripts/build-control-plane.sh" in capsys.readouterr().err
+
+
 def test_the_demo_replays_pods_through_http(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
