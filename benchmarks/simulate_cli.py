@@ -69,6 +69,11 @@ class UsageError(ValueError):
     """A command-line value that cannot be used; the message says what to pass."""
 
 
+MAX_TUNE = 10.0
+"""The largest ``--tune``: the workload grows with it, and past a full cluster it adds
+only pods that fail (the FGD protocol's 1.3 already overfills by 30%)."""
+
+
 def parse_seeds(text: str) -> list[int]:
     """``42-51``, ``42,43,50`` or a mix (``42-45,50``)."""
     seeds: list[int] = []
@@ -455,8 +460,11 @@ def main(args: argparse.Namespace) -> int:
 
             return fairness.main(args)
         policies = parse_policies(args.policy)
-        if not math.isfinite(args.tune):
-            raise UsageError("--tune must be a finite multiple of the capacity, like 1.3")
+        if not args.tune <= MAX_TUNE:  # NaN and inf too
+            raise UsageError(
+                f"--tune must be at most {MAX_TUNE:g} (got {args.tune}): the report ends at"
+                " 130% of capacity, and every pod beyond the cluster's fill only fails"
+            )
         if not args.tune >= 1:
             raise UsageError(
                 f"--tune must be at least 1 (got {args.tune}): the report measures the cluster"

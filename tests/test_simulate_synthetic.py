@@ -204,10 +204,27 @@ def _run_cli(argv: list[str]) -> int:
         ),
         (
             ["--cluster", SMALL_FLEET, "--workload", "synthetic:mixed", "--tune", "inf"],
-            "--tune must be a finite multiple",
+            "--tune must be at most 10 (got inf)",
+        ),
+        (
+            # Not a run that grows until the machine runs out of memory.
+            ["--cluster", SMALL_FLEET, "--workload", "synthetic:mixed", "--tune", "1e9"],
+            "--tune must be at most 10 (got 1000000000.0)",
+        ),
+        (
+            ["--cluster", SMALL_FLEET, "--workload", "synthetic:mixed", "--tune", "nan"],
+            "--tune must be at most 10 (got nan)",
         ),
     ],
-    ids=["node-type", "workload", "interactive", "tune-below-capacity", "tune-infinite"],
+    ids=[
+        "node-type",
+        "workload",
+        "interactive",
+        "tune-below-capacity",
+        "tune-infinite",
+        "tune-huge",
+        "tune-nan",
+    ],
 )
 def test_cli_rejects_bad_specs_with_a_message(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
