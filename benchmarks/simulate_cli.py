@@ -69,6 +69,8 @@ class UsageError(ValueError):
     """A command-line value that cannot be used; the message says what to pass."""
 
 
+DEFAULT_TUNE = 1.3
+"""The FGD protocol's workload: pods drawn until they ask for 130% of the GPUs."""
 MAX_TUNE = 10.0
 """The largest ``--tune``: the workload grows with it, and past a full cluster it adds
 only pods that fail (the FGD protocol's 1.3 already overfills by 30%)."""
@@ -431,7 +433,10 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--seeds", default="42-51", help="e.g. 42-51 or 42,45 (default 42-51)")
     parser.add_argument(
-        "--tune", type=float, default=1.3, help="workload as a multiple of GPU capacity"
+        "--tune",
+        type=float,
+        default=DEFAULT_TUNE,
+        help=f"workload as a multiple of GPU capacity (default {DEFAULT_TUNE})",
     )
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
@@ -452,12 +457,35 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(run=main)
 
 
+def _refuse_outside_fairness(args: argparse.Namespace) -> None:
+    """The fairness scenario has its own teams, workload and arms: say so rather than
+    ignore the options that shape an FGD-protocol run."""
+    ignored = [
+        flag
+        for flag, given in (
+            ("--cluster", args.cluster),
+            ("--workload", args.workload),
+            ("--whole-gpus", args.whole_gpus),
+            ("--policy", args.policy != ",".join(POLICIES)),
+            ("--tune", args.tune != DEFAULT_TUNE),
+            ("--reference", args.reference),
+        )
+        if given
+    ]
+    if ignored:
+        raise UsageError(
+            f"--scenario fairness takes --nodes, --pods, --seeds, --jobs, --json and --plot;"
+            f" drop {', '.join(ignored)}"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         seeds = parse_seeds(args.seeds)
         if args.scenario == "fairness":
             from benchmarks import fairness
 
+            _refuse_outside_fairness(args)
             return fairness.main(args)
         policies = parse_policies(args.policy)
         if not args.tune <= MAX_TUNE:  # NaN and inf too

@@ -130,6 +130,17 @@ def test_simulate_dispatches_the_fairness_scenario(monkeypatch: pytest.MonkeyPat
     assert seen and seen[0].json == Path("out.json")
 
 
+def test_the_fairness_scenario_refuses_options_it_would_ignore(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setattr(fairness, "main", lambda args: seen.append(args) or 0)
+    argv = ["simulate", "--scenario", "fairness", "--policy", "fgd", "--tune", "2", "--whole-gpus"]
+    assert cli.main(argv) == 2
+    assert "drop --whole-gpus, --policy, --tune" in capsys.readouterr().err
+    assert not seen
+
+
 @pytest.mark.parametrize("quiet", [False, True])
 def test_the_arms_show_their_progress_unless_quiet(
     quiet: bool, capsys: pytest.CaptureFixture[str]
