@@ -120,17 +120,22 @@ def _container_amounts(
     return tuple(amounts)
 
 
+_POD_LEVEL = frozenset({"cpu", "memory"})
+"""Resources a pod-level request may set (hugepages too, which fairpack does not read)."""
+
+
 def _effective_requests(pod: Pod, names: tuple[str, ...]) -> list[int]:
     """Per resource: what kube-scheduler counts for the pod.
 
     max(sum of containers + sidecars, each init container + the sidecars started
-    before it) + overhead.
+    before it), or the pod-level request where the pod sets one (CPU and memory), plus
+    overhead: ``PodRequests`` in k8s.io/component-helpers/resource.
     """
     spec = pod.spec
     if spec is None:
         return [0] * len(names)
     containers = spec.containers or ()
-    if len(containers) == 1 and not spec.init_containers and not spec.overhead:
+    if len(containers) == 1 and not (spec.init_containers or spec.overhead or spec.resources):
         return list(_container_amounts(containers[0], names, "Pod.spec.containers[0]"))
     total = [0] * len(names)
     for index, container in enumerate(spec.containers or ()):
@@ -147,7 +152,11 @@ def _effective_requests(pod: Pod, names: tuple[str, ...]) -> list[int]:
                 max(p, a + s) for p, a, s in zip(init_peak, amounts, sidecars, strict=True)
             ]
     effective = [max(t + s, p) for t, s, p in zip(total, sidecars, init_peak, strict=True)]
+    pod_level = spec.resources.requests if spec.resources else None
     for index, (name, parse) in enumerate(zip(names, _PARSERS, strict=True)):
+        if pod_level and name in _POD_LEVEL and pod_level.get(name) is not None:
+            path = "Pod.spec.resources.requests"
+            effective[index] = _resource(pod_level, name, parse, path)
         effective[index] += _resource(spec.overhead, name, parse, "Pod.spec.overhead")
     return effective
 

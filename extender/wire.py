@@ -66,6 +66,8 @@ class PodSpec(KubeModel):
     containers: list[Container | None] | None = None
     init_containers: list[Container | None] | None = None
     overhead: dict[str, Quantity | None] | None = None
+    resources: ResourceRequirements | None = None
+    """Pod-level resources (``PodLevelResources``): CPU and memory for the whole pod."""
     node_name: str | None = None
     node_selector: dict[str, str] | None = None
     priority: int | None = None

@@ -58,12 +58,16 @@ def test_bad_quantities_are_refused(text: str) -> None:
 
 
 def with_containers(
-    containers: list[Any], init: list[Any] | None = None, overhead: Any = None
+    containers: list[Any],
+    init: list[Any] | None = None,
+    overhead: Any = None,
+    pod_level: Any = None,
 ) -> Pod:
     body = pod(req=request(gpus=0, cpu_milli=0, memory_mib=0))
     body["spec"]["containers"] = containers
     body["spec"]["initContainers"] = init
     body["spec"]["overhead"] = overhead
+    body["spec"]["resources"] = pod_level
     return Pod.model_validate(body)
 
 
@@ -105,6 +109,31 @@ def container(
             with_containers([container(gpus="2", limits=True)]), 0, 2, id="gpu-limit-is-the-request"
         ),
         pytest.param(with_containers([None, {"name": "bare"}]), 0, 0, id="nulls-and-no-resources"),
+        # A pod-level request replaces the containers' CPU (1 + 1); GPUs stay per container.
+        pytest.param(
+            with_containers(
+                [container("1", "2"), container("1")], pod_level={"requests": {"cpu": "3"}}
+            ),
+            3000,
+            2,
+            id="pod-level-cpu",
+        ),
+        # One container too; the overhead still adds to the pod-level request: 500m + 250m.
+        pytest.param(
+            with_containers(
+                [container("2")], overhead={"cpu": "250m"}, pod_level={"requests": {"cpu": "500m"}}
+            ),
+            750,
+            0,
+            id="pod-level-and-overhead",
+        ),
+        # Pod-level limits alone change nothing here (the API server defaults the requests).
+        pytest.param(
+            with_containers([container("2")], pod_level={"limits": {"cpu": "4"}, "requests": None}),
+            2000,
+            0,
+            id="pod-level-limits-only",
+        ),
     ],
 )
 def test_effective_requests_follow_kube_scheduler(pod_object: Pod, cpu: int, gpus: int) -> None:
