@@ -1248,7 +1248,10 @@ class Extender:
                 request, records, fair.shares, preemptor_gpus=fair.request_gpus(request)
             )
             row = state.row_of(node)
-            if row is not None and row in held:
+            if row is None and request.gpu_count:
+                # The filter rejects it for a GPU pod: what the eviction frees would go unused.
+                decision = VictimDecision(refused=UNKNOWN_NODE_REASON)
+            elif row is not None and row in held:
                 decision = VictimDecision(refused=HELD_NODE_REASON.format(gpus=held[row]))
             elif decision.accepted and fair.shares is not None:
                 gate = fair.gate(state, request, records)

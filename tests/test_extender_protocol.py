@@ -426,6 +426,19 @@ async def test_preempt_drops_a_node_where_the_eviction_would_not_make_room() -> 
     assert set(answer["NodeNameToMetaVictims"]) == {"a100-0"}
 
 
+async def test_preempt_refuses_a_node_missing_from_fairpacks_view() -> None:
+    # fairpack's filter rejects a node it does not know for a GPU pod: evicting pods there
+    # (unchecked, fairpack cannot see what they free) would only make room it never uses
+    extender, _, _ = preempt_setup()
+    body = preempt_body(
+        pod("urgent", request(gpus=8, pod_class=PodClass.INTERACTIVE, priority=1000)),
+        {"a100-new": ["uid-unseen"]},
+    )
+    async with serve(extender) as client:
+        _, answer = await post(client, "preempt", body)
+    assert answer == {"NodeNameToMetaVictims": {}}
+
+
 async def test_debug_state_and_explain() -> None:
     extender = service(cluster())
     async with serve(extender) as client:
