@@ -1236,6 +1236,9 @@ class Extender:
         self.view.settle()  # the last filter's assumption
         key, request = self._pod(args.pod)
         proposals = self._proposals(args)
+        # Preempting for it: where its filter counted it (a later extender rejected the
+        # node), it is not going.  Counted there, its team would hold it twice.
+        self.view.unassume(key.uid)
         state = self.view.state
         fair = self._fair(state, key, request)
         off_rows, held_for = fair.kept_off_rows(request)

@@ -513,6 +513,30 @@ def test_resources_alone_place_a_plain_pod_and_tolerate_malformed_fields() -> No
     assert resources_alone_place({"spec": {"containers": [None, {"ports": "x"}]}})
 
 
+async def test_preempt_does_not_count_the_preemptor_where_its_own_filter_passed_it() -> None:
+    # weights 4:2, 16 GPUs; a demands 16, b 3 + 2: b deserves 5.3 and holds 3, so its
+    # 2-GPU pod keeps it within its share and may take a-1 (a holds 10 of 10.7).  fairpack's
+    # filter passed gpu-0 and counted the pod there; a second extender rejected gpu-0, so
+    # kube-scheduler preempts: that count is stale and must not make b look over its share.
+    extender = platform()
+    running(extender, "b-0", request(gpus=3), "gpu-0", "ml-team-b")
+    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    victim = running(extender, "a-1", request(gpus=8), "gpu-1", "ml-team-a")
+    for i in range(6):
+        pending(extender, f"a-{i + 2}", request(gpus=1), "ml-team-a")
+    urgent = add(
+        extender,
+        pod("b-chat", request(gpus=2, pod_class=INTERACTIVE, priority=1000), namespace="ml-team-b"),
+    )
+    async with serve(extender) as client:
+        _, passed = await post(client, "filter", filter_body(urgent, ["gpu-0", "gpu-1"]))
+        assert passed["NodeNames"] == ["gpu-0"]
+        _, answer = await post(client, "preempt", preempt_body(urgent, {"gpu-1": [victim]}))
+    assert answer == {
+        "NodeNameToMetaVictims": {"gpu-1": {"Pods": [{"UID": victim}], "NumPDBViolations": 0}}
+    }
+
+
 async def test_preempt_takes_victims_from_the_team_furthest_over_its_share() -> None:
     # three teams, weights 4:2:1 (ml-team-c has no quota: default weight 1), 16 GPUs.
     # a holds 10, c holds 6; b asks 6 (pending, plus this pod).  Demand a 10, b 6, c 6:
