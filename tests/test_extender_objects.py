@@ -141,6 +141,15 @@ def test_effective_requests_follow_kube_scheduler(pod_object: Pod, cpu: int, gpu
     assert (req.cpu_milli, req.gpu_count) == (cpu, gpus)
 
 
+def test_a_pod_level_request_counts_for_a_single_container_too() -> None:
+    # The common shape (one container, no init containers, no overhead) takes a shortcut;
+    # the pod-level request must still replace its CPU and memory.
+    one = {"name": "c", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
+    pod_level = {"requests": {"cpu": "3", "memory": "4Gi"}}
+    req = pod_request(with_containers([one], pod_level=pod_level), CONFIG)
+    assert (req.cpu_milli, req.memory_mib) == (3000, 4096)
+
+
 @pytest.mark.parametrize(
     ("labels", "priority_class", "expected"),
     [
