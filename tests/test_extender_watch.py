@@ -371,3 +371,25 @@ async def test_a_config_that_reads_objects_differently_relists_them() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert source.calls[2:] == [("list", None), ("watch", "9")]
     assert view.allocation().allocated == {("team-a", "batch"): 2.0}
+
+
+async def test_a_shutdown_right_after_a_relist_still_stops_the_reflector() -> None:
+    # relist() cancels the list in progress; a shutdown cancelling the reflector before
+    # it has run again must not be taken for that relist, or the service never stops.
+    view, sink, metrics = feed()
+    listing = asyncio.Event()
+
+    class SlowList(FakeSource):
+        async def list(self, resource: str, continue_token: str | None) -> Page:
+            listing.set()
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    source = SlowList(lists=[], watches=[])
+    reflector = Reflector(source, "node", sink.sink("node"), metrics, clock=view.clock)
+    task = asyncio.create_task(reflector.run())
+    await asyncio.wait_for(listing.wait(), timeout=5)
+    reflector.relist()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert task in done and task.cancelled()
