@@ -76,6 +76,11 @@ MAX_TUNE = 10.0
 only pods that fail (the FGD protocol's 1.3 already overfills by 30%)."""
 
 
+MAX_SEEDS = 10_000
+"""The most seeds one run takes (a seed is a whole simulation, seconds each): a typo such
+as ``0-100000000`` is refused rather than built into a list and run for months."""
+
+
 def parse_seeds(text: str) -> list[int]:
     """``42-51``, ``42,43,50`` or a mix (``42-45,50``)."""
     seeds: list[int] = []
@@ -93,6 +98,11 @@ def parse_seeds(text: str) -> list[int]:
             raise UsageError(f"--seeds: {part!r}: seeds are whole numbers from 0")
         if last < first:
             raise UsageError(f"--seeds: {part!r} runs backwards; did you mean {last}-{first}?")
+        if len(seeds) + last - first >= MAX_SEEDS:
+            raise UsageError(
+                f"--seeds: {text!r} names more than {MAX_SEEDS:,} seeds, a run of days;"
+                " the reports use 10 (42-51)"
+            )
         seeds.extend(range(first, last + 1))
     if not seeds:
         raise UsageError("--seeds: give at least one seed")

@@ -241,6 +241,8 @@ def test_cli_rejects_bad_specs_with_a_message(
         ("-5", "seeds are whole numbers from 0"),
         ("42--45", "seeds are whole numbers from 0"),
         ("x", "is not a seed"),
+        ("0-100000000", "more than 10,000 seeds"),  # refused before a list is built
+        ("0-5000,6000-11000", "more than 10,000 seeds"),
     ],
 )
 def test_bad_seeds_are_refused(text: str, message: str) -> None:
@@ -251,6 +253,7 @@ def test_bad_seeds_are_refused(text: str, message: str) -> None:
 def test_seeds() -> None:
     assert simulate_cli.parse_seeds("42-44,50,43") == [42, 43, 44, 50]
     assert simulate_cli.parse_seeds("0") == [0]
+    assert len(simulate_cli.parse_seeds("1-10000")) == 10_000  # the most one run takes
 
 
 def test_cli_refuses_both_nodes_and_cluster(capsys: pytest.CaptureFixture[str]) -> None:
