@@ -369,7 +369,7 @@ class ClusterView:
         kind = event.kind
         if kind == "node":
             fresh = {r.name: r for r in event.records if isinstance(r, NodeSpec)}
-            changed = [name for name in self._nodes.keys() - fresh.keys()]
+            changed = list(self._nodes.keys() - fresh.keys())
             changed.extend(name for name, spec in fresh.items() if self._nodes.get(name) != spec)
             self._stale_nodes.update(changed)
             self._nodes = fresh
