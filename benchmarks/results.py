@@ -7,7 +7,7 @@ code on all policies and seeds, writes the JSON beside the report
 (``benchmarks/results/<trace>.json``), plots the default trace, and writes one
 Markdown report with the authors' published figures beside ours where they exist.
 Then, beyond the paper: the default trace with every GPU request rounded up to
-whole GPUs, and synthetic fleets of current GPUs under inference and batch
+whole GPUs, and synthetic fleets of current GPUs under inference, batch and training
 workloads (:data:`SYNTHETIC_MIXES`, ``benchmarks/synthetic.py``), with stranded
 GPUs, GPU memory allocated beyond need and failed pods by size.
 
@@ -53,6 +53,11 @@ SYNTHETIC_MIXES: dict[str, tuple[str, str, str]] = {
         "L4/A10G-heavy fleet (75% of nodes) with some L40S and A100, interactive and batch",
         "mix=l4x1:0.25,a10gx1:0.15,l4x4:0.2,a10gx4:0.15,l40sx4:0.15,a100x8:0.1",
         "synthetic:mixed",
+    ),
+    "training-fleet": (
+        "8-GPU H100/A100/L40S nodes running fine-tuning and training jobs, with notebooks",
+        "mix=h100x8:0.35,a100x8:0.35,a100-40x8:0.2,l40sx8:0.1",
+        "synthetic:training",
     ),
 }
 
@@ -301,16 +306,17 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "The Alibaba trace is dominated by GPU sharing on older GPUs. Below: the default",
             "trace with every request rounded up to whole GPUs, and synthetic fleets of current",
-            f"GPUs ({args.synthetic_nodes} nodes each, `benchmarks/synthetic.py`) under inference",
-            "and batch workloads whose pods need a minimum of GPU memory. Same protocol and seeds;",
-            "synthetic arrivals are drawn from the workload's shape table. GPU memory waste: per",
-            "placed pod with a declared minimum, (GPU memory - minimum) x GPUs, at arrived = 100%;",
-            "`waste %` divides it by the GPU memory those pods were given (the GiB alone favour a",
-            "policy that fails large pods: what is not placed wastes nothing). At arrived = 100%",
-            "the cluster is full and its waste is mostly fixed by which pods were placed; `waste at",
-            "half load` is that of the pods placed when the arrived request reached half the",
-            "capacity, where every policy has placed the same pods (failures by then are noted).",
-            "Decision times are `policy.select` alone, in this process (no HTTP).",
+            f"GPUs ({args.synthetic_nodes} nodes each, `benchmarks/synthetic.py`) under inference,",
+            "batch and training workloads whose pods need a minimum of GPU memory. Same protocol",
+            "and seeds; synthetic arrivals are drawn from the workload's shape table. GPU memory",
+            "waste: per placed pod with a declared minimum, (GPU memory - minimum) x GPUs, at",
+            "arrived = 100%; `waste %` divides it by the GPU memory those pods were given (the",
+            "GiB alone favour a policy that fails large pods: what is not placed wastes nothing).",
+            "At arrived = 100% the cluster is full and its waste is mostly fixed by which pods",
+            "were placed; `waste at half load` is that of the pods placed when the arrived",
+            "request reached half the capacity, where every policy has placed the same pods",
+            "(failures by then are noted). Decision times are `policy.select` alone, in this",
+            "process (no HTTP).",
             "",
             *extra,
         ]

@@ -1,4 +1,4 @@
-"""Synthetic fleets of current GPU nodes and inference/batch workloads that need GPU memory.
+"""Synthetic fleets of current GPU nodes, and inference, batch and training workloads.
 
 The Alibaba trace is dominated by fractional GPU sharing on older GPUs; the platforms
 fairpack serves run whole GPUs on current hardware, with inference pods that need a
@@ -91,6 +91,20 @@ batch-13b          batch           1       40    8    64  any           0.06
 transcribe         batch           1       12    4    16  any           0.12
 batch-70b-tp8      batch           8       40   64   512  any           0.02
 preprocess         batch           0        0    4    16  -             0.10
+=================  ===========  ====  =======  ===  ====  ==========  ======
+
+``training``: fine-tuning and training jobs on whole 8-GPU nodes, with interactive
+notebooks; the 4- and 8-GPU jobs (about 60% of the GPU request) need 80 GB GPUs.
+
+=================  ===========  ====  =======  ===  ====  ==========  ======
+shape              class        GPUs  GPU GiB  CPU  GiB   models      weight
+=================  ===========  ====  =======  ===  ====  ==========  ======
+notebook           interactive     1       16    4    32  any           0.15
+eval-7b            batch           1       20    8    64  any           0.20
+finetune-7b        batch           1       40   12   128  any           0.25
+finetune-13b-ddp2  batch           2       40   24   256  any           0.15
+finetune-70b-tp4   batch           4       70   44   512  any           0.15
+train-tp8          batch           8       70   88  1024  any           0.10
 =================  ===========  ====  =======  ===  ====  ==========  ======
 
 Arrivals follow the FGD protocol's spirit: i.i.d. draws (so already shuffled), until
@@ -391,6 +405,12 @@ SHAPES: dict[str, PodShape] = {
         PodShape("batch-70b-tp4", _B, 4, 40, 32, 256),
         PodShape("batch-70b-tp8", _B, 8, 40, 64, 512),
         PodShape("preprocess", _B, 0, 0, 4, 16),
+        PodShape("notebook", _I, 1, 16, 4, 32),
+        PodShape("eval-7b", _B, 1, 20, 8, 64),
+        PodShape("finetune-7b", _B, 1, 40, 12, 128),
+        PodShape("finetune-13b-ddp2", _B, 2, 40, 24, 256),
+        PodShape("finetune-70b-tp4", _B, 4, 70, 44, 512),
+        PodShape("train-tp8", _B, 8, 70, 88, 1024),
     )
 }
 
@@ -424,6 +444,14 @@ WORKLOADS: dict[str, dict[str, float]] = {
         "transcribe": 0.12,
         "batch-70b-tp8": 0.02,
         "preprocess": 0.10,
+    },
+    "training": {
+        "notebook": 0.15,
+        "eval-7b": 0.20,
+        "finetune-7b": 0.25,
+        "finetune-13b-ddp2": 0.15,
+        "finetune-70b-tp4": 0.15,
+        "train-tp8": 0.10,
     },
 }
 

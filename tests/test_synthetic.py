@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import replace
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from builders import state_of
 
+import benchmarks.synthetic
 from benchmarks.synthetic import (
     FP8_PRODUCTS,
     NODE_TYPES,
@@ -235,7 +237,10 @@ def test_models_any_drops_only_the_model_requirements() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("synthetic:chat", "'chat': unknown workload (known: llm-serving, batch-inference, mixed)"),
+        (
+            "synthetic:chat",
+            "'chat': unknown workload (known: llm-serving, batch-inference, mixed, training)",
+        ),
         ("synthetic:mixed,batch=0.3", "'batch=0.3': unknown option"),
         ("synthetic:mixed,models=fp8", "'models=fp8': unknown option (known: interactive=SHARE"),
         ("synthetic:mixed,interactive=1.5", "interactive must be between 0 and 1"),
@@ -309,3 +314,34 @@ def test_shape_requests_carry_gib_cores_and_models() -> None:
     )
     assert request.allowed_models == frozenset(FP8_PRODUCTS)
     assert SHAPES["preprocess"].request().gpu_count == 0
+
+
+def documented_workloads() -> dict[str, dict[str, tuple[str, ...]]]:
+    """The module docstring's shape tables, per workload: shape -> its row's cells."""
+    doc = benchmarks.synthetic.__doc__ or ""
+    tables: dict[str, dict[str, tuple[str, ...]]] = {}
+    # Each workload's paragraph opens a line with ``name``: and its table follows.
+    for name, body in re.findall(r"^``([a-z-]+)``:(.*?)(?=^``|\Z)", doc, re.M | re.S):
+        rows = [line.split() for line in body.splitlines() if line[:1].islower()]
+        tables[name] = {row[0]: tuple(row[1:]) for row in rows if row[0] in SHAPES}
+    return tables
+
+
+def test_the_docstring_tables_are_the_workloads() -> None:
+    documented = documented_workloads()
+    assert set(documented) == set(WORKLOADS)
+    for name, weights in WORKLOADS.items():
+        rows = {}
+        for shape, weight in weights.items():
+            s = SHAPES[shape]
+            models = "FP8" if s.models == FP8_PRODUCTS else "any" if s.gpus else "-"
+            rows[shape] = (
+                str(s.pod_class),
+                str(s.gpus),
+                str(s.gpu_memory_gib),
+                f"{s.cpus:g}",
+                str(s.memory_gib),
+                models,
+                f"{weight:.2f}",
+            )
+        assert documented[name] == rows, name
