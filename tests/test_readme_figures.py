@@ -67,7 +67,7 @@ def readme_says(text: str) -> None:
 def test_the_parser_reads_every_trace_and_mix() -> None:
     gaps = section("How much of FGD's gap")
     assert len(gaps) == 16
-    for mix in ("current-fleet-llm-serving", "spot-heavy", "small-gpu-mixed"):
+    for mix in ("current-fleet-llm-serving", "spot-heavy", "small-gpu-mixed", "training-fleet"):
         assert len(section(mix)) == 9
 
 
@@ -115,10 +115,11 @@ def test_default_trace_and_gap_closed() -> None:
     [
         ("spot-heavy", "wastes {fairpack} GiB of GPU memory on the batch-inference fleet, where"
          " the next best policy wastes {best}"),
-        ("small-gpu-mixed", "and {fairpack} on the mixed fleet against {best}"),
+        ("small-gpu-mixed", "{fairpack} on the mixed fleet against {best}, and"),
+        ("training-fleet", "and {fairpack} on the training fleet against {best} (FGD's;"),
         ("current-fleet-llm-serving", "({fairpack} against packing's and clustering's {best})"),
     ],
-    ids=["batch-inference", "mixed", "llm-serving"],
+    ids=["batch-inference", "mixed", "training", "llm-serving"],
 )  # fmt: skip
 def test_waste_at_half_load(mix: str, phrase: str) -> None:
     rows = by(section(mix), "policy")
@@ -135,7 +136,7 @@ def test_mixed_fleet_unallocated_and_stranded() -> None:
         f"leaves {unallocated['fairpack']:.1f}% of GPUs unallocated, where the next best policy"
         f" leaves {best_other:.1f}%"
     )
-    for mix in ("current-fleet-llm-serving", "spot-heavy", "small-gpu-mixed"):
+    for mix in ("current-fleet-llm-serving", "spot-heavy", "small-gpu-mixed", "training-fleet"):
         assert number(by(section(mix), "policy")["fairpack"]["stranded GPUs"]) == 0
     readme_says("fairpack strands no GPUs")
 
@@ -149,3 +150,12 @@ def test_llm_serving_is_above_both_packing_and_clustering() -> None:
     assert waste["packing"] == waste["clustering"] == least
     above_pct = (waste["fairpack"] / least - 1) * 100
     readme_says(f"On llm-serving it is {above_pct:.1f}% above the least")
+
+
+def test_training_fleet_best_other_is_fgd_and_ties_at_full_load() -> None:
+    rows = by(section("training-fleet"), "policy")
+    waste = {policy: number(row["waste at half load (GiB)"]) for policy, row in rows.items()}
+    assert min((v, p) for p, v in waste.items() if p != "fairpack")[1] == "fgd"
+    for column in ("unallocated GPU % at 100%", "GPU memory waste (GiB)", "stranded GPUs"):
+        assert rows["fairpack"][column] == rows["fgd"][column], column
+    readme_says("(FGD's; at full load the two tie)")
