@@ -6,8 +6,13 @@
 latency: per node count, the extender serves a synthetic cluster (a mix of 8x and
 4x GPU nodes, half their GPUs taken, every node in its own state) from a child
 process on loopback; a client plays kube-scheduler's filter then prioritize for
-``--decisions`` pods (no bind: filter counts each pod on the node it passes, as it does
-for kube-scheduler, so the cluster fills as it would).  Every filter names every node,
+``--decisions`` pods.  With ``--filter-passes best`` (the shipped config) filter passes
+one node and counts the pod there, as it does for kube-scheduler, so the cluster fills
+as it would; kube-scheduler then binds without calling prioritize (one feasible node),
+but prioritize is timed on that node all the same.  With ``feasible`` filter passes
+every node that fits, prioritize scores them all, and the client binds the top one
+through ``/bind``, as kube-scheduler with a ``prioritizeVerb`` and a ``bindVerb``
+would.  Every filter names every node,
 shuffled: kube-scheduler's filters run in parallel and list the feasible nodes in the
 order they finish, another every cycle (``findNodesThatPassFilters``,
 pkg/scheduler/schedule_one.go); ``--node-order fixed`` sends one list throughout.  Reported: server-side p50/p99 per verb (the ``Server-Timing`` header),
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import resource
@@ -85,8 +91,9 @@ def synthetic_nodes(count: int, seed: int = 0) -> list[NodeSpec]:
     return nodes
 
 
-def prefill(extender: Any) -> None:
-    """Take about half the GPUs, and a different amount of CPU on every node."""
+def prefill(extender: Any, filter_passes: str = "best") -> None:
+    """Take about half the GPUs, and a different amount of CPU on every node; then set
+    ``filter_passes`` as a ConfigMap would."""
     from extender import Upserted
 
     view = extender.view
@@ -103,6 +110,8 @@ def prefill(extender: Any) -> None:
         info = PodInfo(f"prefill-{row}", f"team-{row % 8}", f"prefill-{row}", spec.name, request)
         view.apply(Upserted("pod", info))
     _ = view.state
+    if not extender.config.update({"config.yaml": f"filter_passes: {filter_passes}"}):
+        raise ValueError(f"filter_passes: {filter_passes!r} is refused by the config")
 
 
 def random_request(rng: np.random.Generator) -> PodRequest:
@@ -152,7 +161,10 @@ async def measure(
     seed: int,
     quiet: bool,
     shuffled: bool = True,
+    bind_top: bool = False,
 ) -> dict[str, Any]:
+    """Time ``decisions`` pods (after a warm-up); ``bind_top``: bind each pod to the node
+    prioritize scores highest, as kube-scheduler does when filter passes several."""
     rng = np.random.default_rng(seed)
     order_rng = np.random.default_rng([seed, 1])
     figures: dict[str, list[float]] = {
@@ -173,6 +185,7 @@ async def measure(
         "prioritize_request": [],
     }
     passed_counts: list[int] = []
+    binds = 0
     connector = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(connector=connector) as session:
         for index in tqdm(
@@ -215,6 +228,8 @@ async def measure(
                 figures["prioritize_roundtrip"].append(prioritize_ms)
                 figures["prioritize_floor"].append(floor_ms)
                 sizes["prioritize_request"].append(len(body))
+            if bind_top:
+                binds += await _bind(session, url, pod, orjson.loads(answer))
         async with session.get(f"{url}/metrics") as response:
             exposition = await response.text()
     result: dict[str, Any] = after_answer(exposition)
@@ -228,11 +243,32 @@ async def measure(
         result["prioritize_roundtrip_p99_ms"] / result["prioritize_floor_p99_ms"]
     )
     result["decisions"] = len(figures["filter"])
+    result["binds"] = binds
     result["mean_nodes_passed_filter"] = float(np.mean(passed_counts)) if passed_counts else 0.0
     result["filter_request_bytes"] = int(np.mean(sizes["filter_request"]))
     result["filter_response_bytes"] = int(np.mean(sizes["filter_response"]))
     result["prioritize_request_bytes"] = int(np.mean(sizes["prioritize_request"] or [0]))
     return result
+
+
+async def _bind(
+    session: aiohttp.ClientSession, url: str, pod: dict[str, Any], scores: list[dict[str, Any]]
+) -> int:
+    """Bind ``pod`` to the top-scored host (the first of equals, as kube-scheduler's
+    ``selectHost`` may pick); 1 when bound."""
+    host = max(scores, key=lambda entry: entry["Score"])["Host"]
+    metadata = pod["metadata"]
+    args = {
+        "PodName": metadata["name"],
+        "PodNamespace": metadata["namespace"],
+        "PodUID": metadata["uid"],
+        "Node": host,
+    }
+    async with session.post(f"{url}/bind", data=orjson.dumps(args)) as response:
+        answer = await response.read()
+    if response.status != 200 or orjson.loads(answer).get("Error"):
+        raise RuntimeError(f"/bind answered {response.status}: {answer[:200]!r}")
+    return 1
 
 
 def after_answer(exposition: str) -> dict[str, float]:
@@ -272,6 +308,7 @@ def main(args: argparse.Namespace) -> int:
         "decisions": args.decisions,
         "seed": args.seed,
         "node_order": args.node_order,
+        "filter_passes": args.filter_passes,
         "load_average_before": _load_average(),
         "targets": {
             "server_p99_ms_at_5000": TARGET_SERVER_P99_MS,
@@ -283,7 +320,8 @@ def main(args: argparse.Namespace) -> int:
         nodes = synthetic_nodes(count, args.seed)
         names = [node.name for node in nodes]
         print(f"{count} nodes: starting the extender ...", file=sys.stderr)
-        with LoopbackServer(nodes, setup=prefill, floor_endpoint=True) as server:
+        setup = functools.partial(prefill, filter_passes=args.filter_passes)
+        with LoopbackServer(nodes, setup=setup, floor_endpoint=True) as server:
             report["nodes"][str(count)] = asyncio.run(
                 measure(
                     server.url,
@@ -292,6 +330,7 @@ def main(args: argparse.Namespace) -> int:
                     args.seed,
                     quiet=False,
                     shuffled=args.node_order == "shuffled",
+                    bind_top=args.filter_passes == "feasible",
                 )
             )
     report["load_average_after"] = _load_average()
@@ -302,11 +341,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 def print_latency(report: dict[str, Any]) -> None:
-    print("\nserver side (ms)           filter p50/p99   prioritize p50/p99   both p99")
+    passes = report.get("filter_passes", "best")
+    print(f"\nfilter_passes: {passes}", end="")
+    if passes == "best":
+        print(" (prioritize gets the one node passed; kube-scheduler would not call it)")
+    else:
+        print(" (prioritize gets every node passed; the client binds the top one)")
+    print("\nserver side (ms)           filter p50/p99   prioritize p50/p99   both p99   passed")
     for count, r in report["nodes"].items():
         print(
             f"  {count:>6} nodes        {r['filter_p50_ms']:7.2f} {r['filter_p99_ms']:7.2f}"
             f"      {r['prioritize_p50_ms']:7.2f} {r['prioritize_p99_ms']:7.2f}   {r['cycle_p99_ms']:7.2f}"
+            f"  {r['mean_nodes_passed_filter']:7.0f}"
         )
     print("\nround trip p99 (ms)        filter  floor  ratio   prioritize  floor  ratio")
     for count, r in report["nodes"].items():

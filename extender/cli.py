@@ -256,6 +256,16 @@ def _add_bench(commands: Any) -> None:
             " list every time (the best case)"
         ),
     )
+    latency.add_argument(
+        "--filter-passes",
+        choices=["best", "feasible"],
+        default="best",
+        help=(
+            "the server's filter_passes: best (default, as shipped), one node, which"
+            " kube-scheduler binds without prioritize; feasible, every node that fits, then"
+            " prioritize over them all and a bind of the top one"
+        ),
+    )
     latency.add_argument("--seed", type=_seed, default=42)
     latency.add_argument("--json", type=Path, help="write the figures here")
     latency.set_defaults(run=_run_bench_latency)

@@ -172,6 +172,21 @@ def test_bench_latency_reports_the_issue_keys_and_the_work_after_answers(tmp_pat
     assert (
         0 < figures["filter_after_answer_mean_ms"] <= figures["filter_after_answer_p99_at_most_ms"]
     )
+    # As shipped, filter passes one node and counts the pod there: nothing to bind.
+    assert 0 < figures["mean_nodes_passed_filter"] <= 1 and figures["binds"] == 0
+
+
+def test_bench_latency_feasible_scores_every_node_passed_and_binds_the_top(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "latency.json"
+    argv = ["bench", "latency", "--nodes", "30", "--decisions", "8", "--json", str(out)]
+    assert main([*argv, "--filter-passes", "feasible"]) == 0
+    report = json.loads(out.read_text())
+    figures = report["nodes"]["30"]
+    assert report["filter_passes"] == "feasible"
+    assert figures["mean_nodes_passed_filter"] > 1 and figures["binds"] > 0
+    assert "filter_passes: feasible" in capsys.readouterr().out
 
 
 def test_after_answer_figures_come_from_the_servers_histogram() -> None:
