@@ -49,6 +49,7 @@ from benchmarks.simulator import (
     workload_rng,
 )
 from benchmarks.synthetic import (
+    WORKLOADS,
     SpecError,
     SyntheticWorkload,
     fleet_from_spec,
@@ -427,7 +428,7 @@ def add_parser(commands: Any) -> None:
     workload.add_argument(
         "--workload",
         help="openb pod list CSV, or synthetic:NAME[,interactive=SHARE][,models=any]"
-        " (llm-serving, batch-inference, mixed)",
+        f" ({', '.join(WORKLOADS)})",
     )
     workload.add_argument(
         "--pods",

@@ -21,6 +21,7 @@ from benchmarks.synthetic import (
     L40S,
     NODE_TYPES,
     SHAPES,
+    WORKLOADS,
     SyntheticWorkload,
     fleet_from_spec,
 )
@@ -254,6 +255,15 @@ def test_seeds() -> None:
     assert simulate_cli.parse_seeds("42-44,50,43") == [42, 43, 44, 50]
     assert simulate_cli.parse_seeds("0") == [0]
     assert len(simulate_cli.parse_seeds("1-10000")) == 10_000  # the most one run takes
+
+
+def test_workload_help_names_every_synthetic_workload() -> None:
+    commands = argparse.ArgumentParser().add_subparsers()
+    simulate_cli.add_parser(commands)
+    (simulate,) = commands.choices.values()
+    (workload,) = (action for action in simulate._actions if action.dest == "workload")
+    for name in WORKLOADS:
+        assert name in (workload.help or ""), name
 
 
 def test_cli_refuses_both_nodes_and_cluster(capsys: pytest.CaptureFixture[str]) -> None:
