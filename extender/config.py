@@ -2,7 +2,7 @@
 
 Loaded from the policy ConfigMap (key ``config.yaml``, YAML or JSON) and reloaded
 live.  Validation happens here, once; an invalid update is refused with the field
-path of every problem (``policy.weights.best_fitt: unknown score term ...``) and the
+path of every problem (``policy.weights: unknown score term 'best_fitt' ...``) and the
 last good config stays in force.
 """
 
@@ -14,6 +14,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from extender.errors import ConfigError
 from scoring import PodClass, PolicyConfig
@@ -121,14 +122,31 @@ class FairpackConfig(_Frozen):
 
 
 _UNION_MEMBERS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}
+# pydantic's words for Python types and its own wrapping, in the words of the YAML or JSON
+# the user wrote.
+_PLAIN_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "tuple_type": "expected a list",
+    "frozen_set_type": "expected a list",
+    "model_type": "expected a mapping",
+}
 _MAX_PROBLEMS = 3
+
+
+def _message(item: ErrorDetails) -> str:
+    error = item.get("ctx", {}).get("error")
+    if item["type"] == "value_error" and error is not None:  # without "Value error, "
+        return str(error)
+    return _PLAIN_MESSAGES.get(item["type"], item["msg"])
 
 
 def describe_validation_error(error: ValidationError) -> str:
     """Every problem on one line, each led by its field path.
 
     The failed members of a union (``cpu.str``, ``cpu.int``, ...) become one
-    problem: ``cpu: expected a string, an integer or a number``.
+    problem: ``cpu: expected a string, an integer or a number``; a validator's
+    ``ValueError`` reads as its own message, and pydantic's Python type names as what
+    the YAML or JSON should hold (``expected a list``).
     """
     problems: dict[str, list[str]] = {}
     unions: dict[str, list[str]] = {}
@@ -137,7 +155,7 @@ def describe_validation_error(error: ValidationError) -> str:
         if len(loc) > 1 and loc[-1] in _UNION_MEMBERS:
             unions.setdefault(".".join(loc[:-1]), []).append(_UNION_MEMBERS[loc[-1]])
             continue
-        problems.setdefault(".".join(loc) or "(root)", []).append(item["msg"])
+        problems.setdefault(".".join(loc) or "(root)", []).append(_message(item))
     for path, expected in unions.items():
         choices = ", ".join(expected[:-1]) + (" or " if len(expected) > 1 else "") + expected[-1]
         problems.setdefault(path, []).append(f"expected {choices}")

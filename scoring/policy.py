@@ -1,7 +1,7 @@
 """The placement policy's configuration: which score terms, with which weights.
 
 Validated once, here; the scorers trust it.  Errors name the field path
-(``weights.best_fitt: unknown score term ...``) so a refused ConfigMap update says
+(``weights: unknown score term 'best_fitt' ...``) so a refused ConfigMap update says
 exactly what to fix.
 """
 

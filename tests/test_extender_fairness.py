@@ -672,10 +672,10 @@ policy:
     [
         (
             "policy: {fairness: {team_weights: {ml-team-a: 0}}}",
-            "policy.fairness.team_weights: Value error, 'ml-team-a' must be > 0",
+            "policy.fairness.team_weights: 'ml-team-a' must be > 0",
         ),
         ("policy: {fairness: {starvation: {min_gpus: 1}}}", "policy.fairness.starvation.min_gpus"),
-        ("policy: {fairness: {quota: true}}", "policy.fairness.quota: Extra inputs"),
+        ("policy: {fairness: {quota: true}}", "policy.fairness.quota: unknown key"),
     ],
     ids=["zero-weight", "min-gpus", "unknown-field"],
 )
