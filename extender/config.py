@@ -165,9 +165,12 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 def parse_config(data: Mapping[str, str] | None) -> FairpackConfig:
-    """The config held by a ConfigMap's ``data`` (defaults when it has no config key)."""
+    """The config held by a ConfigMap's ``data`` (defaults when it holds nothing)."""
     data = data or {}
     key = next((key for key in CONFIG_KEYS if key in data), None)
+    if key is None and data:  # a misnamed key would otherwise run the defaults silently
+        found = ", ".join(sorted(data))
+        raise ConfigError(f"no config.yaml key (found {found}): put the policy under config.yaml")
     if key is None:
         return FairpackConfig()
     try:

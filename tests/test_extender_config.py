@@ -14,6 +14,15 @@ def test_an_empty_configmap_means_the_defaults() -> None:
     assert parse_config(None) == FairpackConfig()
 
 
+def test_a_configmap_without_the_config_key_is_refused() -> None:
+    # A misnamed key must not put the built-in defaults in force without a word.
+    with pytest.raises(ConfigError) as error:
+        parse_config({"policy.yaml": "policy:\n  weights:\n    best_fit: 1\n"})
+    assert str(error.value) == (
+        "no config.yaml key (found policy.yaml): put the policy under config.yaml"
+    )
+
+
 def test_yaml_and_json_both_load() -> None:
     yaml_text = "policy:\n  weights:\n    best_fit: 3\n    fragmentation: 1\n"
     json_text = '{"policy": {"weights": {"best_fit": 3, "fragmentation": 1}}}'
