@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 from collections.abc import Sequence
@@ -244,6 +245,7 @@ async def serve_cluster(
         relist_when_reading_changes,
     )
 
+    default = os.environ.get("KUBECONFIG") or "~/.kube/config"  # as the client reads it
     try:
         if kubeconfig:
             if not Path(kubeconfig).is_file():
@@ -253,13 +255,19 @@ async def serve_cluster(
             try:
                 config.load_incluster_config()  # type: ignore[no-untyped-call]
             except config.ConfigException:
+                if not any(Path(p).expanduser().is_file() for p in default.split(os.pathsep)):
+                    raise ServeError(
+                        f"no cluster to serve: not in a pod, and no kubeconfig at {default};"
+                        " give --kubeconfig, or --inventory NODES.csv"
+                    ) from None
                 await config.load_kube_config()
     except ServeError:
         raise
     except Exception as exc:  # the client's errors for a bad file are of many kinds
-        where = kubeconfig or "~/.kube/config (not in a pod)"
+        where = kubeconfig or f"{default} (not in a pod)"
+        reason = " ".join(str(exc).split())  # a YAML error spans lines
         raise ServeError(
-            f"no cluster to serve: {where}: {exc}; give --kubeconfig, or --inventory NODES.csv"
+            f"no cluster to serve: {where}: {reason}; give --kubeconfig, or --inventory NODES.csv"
         ) from None
     metrics = Metrics()
     live = LiveConfig(on_reload=metrics.config_reloaded)

@@ -130,6 +130,30 @@ def test_serve_with_unusable_files_says_which(
     assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
 
 
+def test_serve_with_a_kubeconfig_that_is_not_yaml_says_so_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("clusters: [\n")
+    assert main(["serve", "--kubeconfig", str(kubeconfig)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fairpack serve: no cluster to serve: {kubeconfig}: ")
+    assert err.endswith("; give --kubeconfig, or --inventory NODES.csv\n")
+    assert err.count("\n") == 1
+
+
+def test_serve_outside_a_pod_without_a_kubeconfig_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none.yaml"))
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == (
+        f"fairpack serve: no cluster to serve: not in a pod, and no kubeconfig at"
+        f" {tmp_path / 'none.yaml'}; give --kubeconfig, or --inventory NODES.csv\n"
+    )
+
+
 def test_the_demo_over_nodes_without_gpus_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
