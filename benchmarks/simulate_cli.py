@@ -352,6 +352,8 @@ def report_for(
     capacity = sum(node.gpu_count for node in nodes) * 1000
     if capacity == 0:
         raise UsageError(f"{nodes_label}: the cluster has no GPUs")
+    # Read before the runs: a mistyped path must not cost the whole simulation first.
+    reference = load_reference(reference_path, workload) if reference_path else None
     started = time.perf_counter()
     results = run_all(nodes, source, policies, seeds, tune, jobs, progress)
     wall_s = time.perf_counter() - started
@@ -359,7 +361,6 @@ def report_for(
         seed: packing_floor_pct(source.arrivals(capacity, tune, workload_rng(seed)), capacity)
         for seed in seeds
     }
-    reference = load_reference(reference_path, workload) if reference_path else None
     document = {
         "trace": {"nodes": nodes_label, "pods": pods_source, "workload": workload},
         "protocol": {"tune": tune, "seeds": list(seeds)},

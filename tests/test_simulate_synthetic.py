@@ -266,6 +266,19 @@ def test_workload_help_names_every_synthetic_workload() -> None:
         assert name in (workload.help or ""), name
 
 
+def test_a_missing_reference_is_refused_before_the_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_runs(*args: object, **kwargs: object) -> None:
+        raise AssertionError("simulated before reading --reference")
+
+    monkeypatch.setattr(simulate_cli, "run_all", no_runs)
+    missing = tmp_path / "allocation_by_arrived.csv"
+    argv = ["--cluster", SMALL_FLEET, "--workload", "synthetic:mixed", "--seeds", "42"]
+    assert _run_cli([*argv, "--reference", str(missing), "--quiet", "--jobs", "1"]) == 2
+    assert f"{missing}: no such reference file" in capsys.readouterr().err
+
+
 def test_cli_refuses_both_nodes_and_cluster(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _run_cli(["--cluster", SMALL_FLEET, "--nodes", "x.csv"])
