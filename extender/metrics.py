@@ -187,7 +187,10 @@ class _ViewCollector(Collector):
         yield from self._pods(view)
         allocation = view.allocation()
         allocated = GaugeMetricFamily(
-            "fairpack_gpus_allocated", "GPUs held by bound pods.", labels=["team", "class"]
+            "fairpack_gpus_allocated",
+            "GPUs held by bound pods, and by pods counted on the one node filter passed them"
+            " (kube-scheduler is binding them there).",
+            labels=["team", "class"],
         )
         for (team, pod_class), gpus in sorted(allocation.allocated.items()):
             allocated.add_metric([team, pod_class], gpus)
@@ -199,7 +202,9 @@ class _ViewCollector(Collector):
             pending.add_metric([team, pod_class], gpus)
         yield pending
         seconds = CounterMetricFamily(
-            "fairpack_gpu_seconds", "GPU-seconds held by each team (chargeback).", labels=["team"]
+            "fairpack_gpu_seconds",
+            "GPU-seconds held by each team's bound pods, from their binding (chargeback).",
+            labels=["team"],
         )
         for team, value in sorted(allocation.gpu_seconds.items()):
             seconds.add_metric([team], value)

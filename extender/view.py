@@ -171,6 +171,9 @@ class ClusterView:
         self.fair_version = 0
         """Bumped whenever a team's GPUs, pending GPUs or weights may have changed."""
         self._gpu_seconds: dict[str, float] = {}
+        self._charged_milli: dict[str, int] = {}
+        """GPU milli per team of the pods bound (or being bound by fairpack): what
+        GPU-seconds accrue on.  A filter's tentative assumption is no binding."""
         self._accrued_at_s = clock()
         self._missing_kinds: set[str] = set(required_kinds)
         self.conflicts = 0
@@ -527,8 +530,10 @@ class ClusterView:
                 return  # an event from before our binding; the assumption stands
             if info.node == entry.node:
                 entry.assumed_at_s = None  # the watch confirms our bind
-                entry.tentative = False
                 self._tentative.pop(info.uid, None)
+                if entry.tentative:
+                    entry.tentative = False
+                    self._charge(entry, +1)  # kube-scheduler bound it where filter counted it
         # Compared as the view keeps it (with its team): the watch's request carries none.
         if info.node == entry.node and self._resolve(info.request, entry.team) == entry.request:
             entry.info = info
@@ -647,11 +652,17 @@ class ClusterView:
         self._accrued_at_s = now
         if elapsed_s <= 0:
             return
-        for (team, _), milli in self._allocated_milli.items():
+        for team, milli in self._charged_milli.items():
             if milli:
                 self._gpu_seconds[team] = (
                     self._gpu_seconds.get(team, 0.0) + milli / MILLI_PER_GPU * elapsed_s
                 )
+
+    def _charge(self, entry: _Entry, sign: int) -> None:
+        """Start (+1) or stop (-1) charging GPU-seconds for a bound pod."""
+        self._accrue()
+        milli = entry.request.gpu_milli
+        self._charged_milli[entry.team] = self._charged_milli.get(entry.team, 0) + sign * milli
 
     def _count(self, entry: _Entry, sign: int) -> None:
         milli = entry.request.gpu_milli
@@ -660,7 +671,8 @@ class ClusterView:
         key = (entry.team, entry.request.pod_class.value)
         self.fair_version += 1
         if entry.node:
-            self._accrue()
+            if not entry.tentative:
+                self._charge(entry, sign)
             self._allocated_milli[key] = self._allocated_milli.get(key, 0) + sign * milli
             if sign > 0:
                 spec = self._nodes.get(entry.node)

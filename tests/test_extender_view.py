@@ -221,6 +221,26 @@ def test_a_bind_makes_a_tentative_assumption_final() -> None:
     assert placement is not None and placement.assumed and not placement.tentative
 
 
+def test_gpu_seconds_are_charged_from_the_binding_not_from_a_filters_assumption() -> None:
+    clock = FakeClock()
+    view = ClusterView([node("n", gpus=4)], clock=clock)
+    view.apply(Upserted("pod", pod_info("a", "", request(gpus=2))))
+    tentative(view, "a", "n", [0, 1])
+    clock.now_s += 600  # passed n alone, never bound (a later step of the cycle failed)
+    assert view.expire_tentative(60.0) == 1
+    tentative(view, "a", "n", [0, 1])  # the next cycle
+    clock.now_s += 10
+    view.apply(Upserted("pod", pod_info("a", "n", request(gpus=2))))  # bound by kube-scheduler
+    clock.now_s += 5
+    tentative(view, "b", "n", [2])
+    clock.now_s += 5
+    view.unassume("b")
+    view.apply(Deleted("pod", "a"))
+    clock.now_s += 100
+    # 2 GPUs for the 5 + 5 s a was bound; nothing for b, nor for a while it was assumed
+    assert view.allocation().gpu_seconds == {"team-a": 20.0}
+
+
 def test_a_relist_drops_vanished_pods_but_keeps_binds_newer_than_the_list() -> None:
     clock = FakeClock()
     view = ClusterView([node("n", gpus=4)], clock=clock)
