@@ -23,6 +23,9 @@ LATENCY_BUCKETS_S = (
     1.0, 2.5, 5.0,
 )  # fmt: skip
 
+UNKNOWN_MODEL = "unknown"
+"""The model label value for GPUs on a node that names no model."""
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -220,7 +223,9 @@ class _ViewCollector(Collector):
 
         state = view.state
         free = GaugeMetricFamily(
-            "fairpack_gpus_free", "Free GPU capacity per model, in GPUs.", labels=["model"]
+            "fairpack_gpus_free",
+            "Free GPU capacity per model, in GPUs (model unknown: nodes whose labels name none).",
+            labels=["model"],
         )
         if state.n_nodes and len(state.models):
             has_model = state.gpu_model >= 0
@@ -231,6 +236,11 @@ class _ViewCollector(Collector):
             )
             for model, value in zip(state.models, free_gpus.tolist(), strict=True):
                 free.add_metric([model], value)
+        unlabelled = (state.gpu_model < 0) & (state.gpu_count > 0)
+        if unlabelled.any():
+            free.add_metric(
+                [UNKNOWN_MODEL], float(state.free_milli[unlabelled].sum()) / MILLI_PER_GPU
+            )
         yield free
         stranded = GaugeMetricFamily(
             "fairpack_gpus_stranded",
@@ -268,7 +278,7 @@ class _ViewCollector(Collector):
             pod_class = pod.request.pod_class.value
             if pod.node:
                 spec = nodes.get(pod.node)
-                model = (spec.gpu_model if spec is not None else "") or "unknown"
+                model = (spec.gpu_model if spec is not None else "") or UNKNOWN_MODEL
                 key = (namespace, pod.team, view.cost_center_of(namespace), pod_class, model)
                 allocated[key] = allocated.get(key, 0.0) + milli / MILLI_PER_GPU
             elif pod.info.started_s > 0:

@@ -22,7 +22,7 @@ import numpy as np
 
 from extender.config import FairpackConfig, LiveConfig
 from extender.errors import BadRequestError, BindError, ObjectError
-from extender.metrics import Metrics
+from extender.metrics import UNKNOWN_MODEL, Metrics
 from extender.objects import PodInfo, pod_request
 from extender.view import ClusterView
 from extender.wire import (
@@ -1522,7 +1522,8 @@ class Extender:
         models: dict[str, dict[str, float]] = {}
         for node in nodes:
             if node["gpus"]:
-                totals = models.setdefault(str(node["model"]), {"gpus": 0, "free_gpus": 0.0})
+                model = str(node["model"]) or UNKNOWN_MODEL
+                totals = models.setdefault(model, {"gpus": 0, "free_gpus": 0.0})
                 totals["gpus"] += node["gpus"]
                 totals["free_gpus"] += node["free_gpus"]
         allocation = view.allocation()

@@ -499,6 +499,24 @@ async def test_view_metrics_are_collected_at_scrape_time() -> None:
     assert "fairpack_gpus_stranded" in text
 
 
+async def test_free_gpus_of_nodes_without_a_model_label_count_as_unknown() -> None:
+    from extender.server import inventory_extender
+
+    # A GPU node whose model label is missing: its 2 GPUs are free all the same.
+    extender = inventory_extender([*cluster(), node("bare-0", gpus=2, model="")])
+    async with serve(extender) as client:
+        text = await (await client.get("/metrics")).text()
+        state = orjson.loads(await (await client.get("/debug/state")).read())
+    assert 'fairpack_gpus_free{model="unknown"} 2.0' in text
+    assert state["models"]["unknown"] == {"gpus": 2, "free_gpus": 2.0}
+    # free: 8 + 8 A100, 4 + 4 L4, 2 unknown
+    assert [line for line in text.splitlines() if line.startswith("fairpack_gpus_free{")] == [
+        'fairpack_gpus_free{model="A100"} 16.0',
+        'fairpack_gpus_free{model="L4"} 8.0',
+        'fairpack_gpus_free{model="unknown"} 2.0',
+    ]
+
+
 def busy_cluster(extender: Any) -> list[str]:
     """Twelve nodes, some identical and some not, partly taken."""
     from extender_builders import pod_info
