@@ -146,7 +146,8 @@ class Metrics:
         )
         self.gpus_deserved = Gauge(
             "fairpack_gpus_deserved",
-            "GPUs each team deserves (weighted max-min over demand), as last computed.",
+            "GPUs each team deserves (weighted max-min over demand), as last computed, for the"
+            " teams holding or waiting for GPUs.",
             ["team"],
             registry=r,
         )

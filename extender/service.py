@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import compress
@@ -542,6 +542,8 @@ class Extender:
         """Pending pods the filter held on every node it could have passed, by UID."""
 
     def _on_config(self, config: FairpackConfig) -> None:
+        if not config.policy.fairness.enabled:
+            self._forget_deserved(self._deserved_shown.keys())
         if config.policy.shapes != self.fragments.config:
             self.fragments = OnlineFragments(config.policy.shapes, keep_growth_by_shape=True)
         self._requests.clear()
@@ -668,11 +670,18 @@ class Extender:
             shares = cached[1].shares
             assert shares is not None
             shown = self._deserved_shown
+            self._forget_deserved(shown.keys() - set(shares.teams))  # nothing held or pending
             for team, deserved in zip(shares.teams, shares.deserved.tolist(), strict=True):
                 if shown.get(team) != deserved:  # an assumption seldom moves them
                     shown[team] = deserved
                     self.metrics.gpus_deserved.labels(team).set(deserved)
         return cached[1]
+
+    def _forget_deserved(self, teams: Iterable[str]) -> None:
+        """Drop ``fairpack_gpus_deserved`` of teams the shares no longer hold."""
+        for team in list(teams):
+            del self._deserved_shown[team]
+            self.metrics.gpus_deserved.remove(team)
 
     def _warm_fair_shares(self) -> None:
         """After an assumption, the shares the next pod's filter will ask for (unless a

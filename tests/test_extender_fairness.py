@@ -103,6 +103,33 @@ async def test_filter_holds_an_over_share_team_while_an_under_share_team_waits()
     assert 'fairpack_gpus_deserved{team="ml-team-b"} 5.33' in metrics
 
 
+def deserved_shown(extender: Extender) -> dict[str, float]:
+    """``fairpack_gpus_deserved`` by team, as a scrape shows it."""
+    return {
+        sample.labels["team"]: sample.value
+        for family in extender.metrics.registry.collect()
+        if family.name == "fairpack_gpus_deserved"
+        for sample in family.samples
+    }
+
+
+async def test_deserved_gpus_are_shown_for_the_teams_in_the_shares_alone() -> None:
+    extender = platform()
+    b_0 = running(extender, "b-0", request(gpus=2), "gpu-0", "ml-team-b")
+    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    async with serve(extender) as client:
+        await post(client, "filter", filter_body(pod("a-1", namespace="ml-team-a"), ["gpu-1"]))
+        both = deserved_shown(extender)
+        extender.view.apply(Deleted("pod", b_0))  # team b holds and waits for nothing now
+        await post(client, "filter", filter_body(pod("a-2", namespace="ml-team-a"), ["gpu-1"]))
+        a_alone = deserved_shown(extender)
+        extender.config.update({"config.yaml": "policy:\n  fairness:\n    enabled: false\n"})
+        off = deserved_shown(extender)
+    assert set(both) == {"ml-team-a", "ml-team-b"}
+    assert set(a_alone) == {"ml-team-a"}
+    assert off == {}
+
+
 # --- holds that lift ----------------------------------------------------------------------------
 
 
