@@ -93,7 +93,9 @@ class Metrics:
         )
         self.watch_synced = Gauge(
             "fairpack_watch_synced",
-            "1 once the resource has been listed and is being watched.",
+            "1 while the resource flows into the view: listed, then watched; 0 before its"
+            " first list, and from a failed watch until a list, an event or a watch that"
+            " lasts comes through.",
             ["resource"],
             registry=r,
         )

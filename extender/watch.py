@@ -186,6 +186,7 @@ class Reflector:
         self._relisting = False
         self._events = 0
         """Events handled by the current list-and-watch cycle."""
+        self._synced(False)
 
     def relist(self) -> None:
         """List again now, dropping the list or watch in progress: what was read was
@@ -220,9 +221,11 @@ class Reflector:
             except GoneError:
                 log.info("%s: resourceVersion expired, listing again", self.resource)
                 self._metrics.watch_restarts.labels(self.resource, "relist").inc()
+                self._synced(False)
                 self.resource_version = None
             except Exception as exc:
                 self._metrics.watch_restarts.labels(self.resource, "error").inc()
+                self._synced(False)
                 delay_s = backoff_s * random.uniform(0.5, 1.0)
                 log.warning("%s: %s; retrying in %.1f s", self.resource, exc, delay_s)
                 await asyncio.sleep(delay_s)
@@ -232,11 +235,20 @@ class Reflector:
         """List if needed, then watch until the watch ends."""
         if self.resource_version is None:
             await self._list()
-        started_s = asyncio.get_running_loop().time()
-        async for event in self.source.watch(self.resource, self.resource_version or ""):
-            self._handle(event)
-            self._events += 1
-        if not self._events and asyncio.get_running_loop().time() - started_s < SHORT_WATCH_S:
+        loop = asyncio.get_running_loop()
+        started_s = loop.time()
+        # Flowing again (after an error) once an event comes, or the watch lasts: a quiet
+        # resource may send none for minutes.
+        lasted = loop.call_later(SHORT_WATCH_S, self._synced, True)
+        try:
+            async for event in self.source.watch(self.resource, self.resource_version or ""):
+                self._handle(event)
+                if not self._events:
+                    self._synced(True)
+                self._events += 1
+        finally:
+            lasted.cancel()
+        if not self._events and loop.time() - started_s < SHORT_WATCH_S:
             # Ended at once with nothing (a proxy, a server going away): back off
             # as on an error, not reconnect at full speed (client-go does the same).
             raise SourceError("watch ended at once without an event")
@@ -255,8 +267,11 @@ class Reflector:
                     break
             self._sink.replaced(records, listed_at_s)
         self.resource_version = page.resource_version
-        self._metrics.watch_synced.labels(self.resource).set(1)
+        self._synced(True)
         self.synced.set()
+
+    def _synced(self, synced: bool) -> None:
+        self._metrics.watch_synced.labels(self.resource).set(1 if synced else 0)
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -126,6 +126,68 @@ async def test_a_410_relists_and_an_error_backs_off_then_resumes() -> None:
     assert restarts == {"relist": 1.0, "error": 1.0}
 
 
+async def test_the_synced_gauge_is_0_from_a_failure_until_the_resource_flows_again() -> None:
+    view, sink, metrics = feed()
+    seen: list[float | None] = []
+
+    class SyncedAtEachCall(FakeSource):
+        """Notes ``fairpack_watch_synced`` as each list and watch starts."""
+
+        def note(self) -> None:
+            labels = {"resource": "node"}
+            seen.append(metrics.registry.get_sample_value("fairpack_watch_synced", labels))
+
+        async def list(self, resource: str, continue_token: str | None) -> Page:
+            self.note()
+            return await super().list(resource, continue_token)
+
+        def watch(self, resource: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+            self.note()
+            return super().watch(resource, resource_version)
+
+    gone = {"kind": "Status", "code": 410, "message": "too old resource version"}
+    source = SyncedAtEachCall(
+        lists=[[Page([kube_node(node("n0"))], "5", None)], [Page([], "20", None)]],
+        watches=[
+            SourceError("connection refused"),
+            [event("ADDED", with_version(kube_node(node("n1")), "6"))],
+            [event("ERROR", gone)],
+        ],
+    )
+    reflector = Reflector(
+        source, "node", sink.sink("node"), metrics, clock=view.clock, backoff_initial_s=0.01
+    )
+    await run_until_done(reflector, source)
+    assert seen == [
+        0.0,  # the first list
+        1.0,  # watching from it
+        0.0,  # after the error: nothing has come through yet
+        1.0,  # the last watch delivered an event, then ended (its timeout)
+        0.0,  # 410 Gone: listing again
+        1.0,
+    ]
+
+
+async def test_a_quiet_watch_that_lasts_after_an_error_is_synced_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("extender.watch.SHORT_WATCH_S", 0.05)
+    view, sink, metrics = feed()
+    source = FakeSource(lists=[[Page([], "5", None)]], watches=[SourceError("connection refused")])
+    reflector = Reflector(
+        source, "node", sink.sink("node"), metrics, clock=view.clock, backoff_initial_s=0.01
+    )
+    task = asyncio.create_task(reflector.run())
+    labels = {"resource": "node"}
+    await asyncio.wait_for(source.done.wait(), timeout=10)  # watching again, no event yet
+    resumed = metrics.registry.get_sample_value("fairpack_watch_synced", labels)
+    await asyncio.sleep(0.2)
+    lasted = metrics.registry.get_sample_value("fairpack_watch_synced", labels)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert (resumed, lasted) == (0.0, 1.0)
+
+
 async def test_pod_watch_events_reach_the_view_and_deletes_release() -> None:
     view, sink, _ = feed()
     sink.list("node", [kube_node(node("n0", gpus=4))])
