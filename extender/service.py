@@ -980,6 +980,7 @@ class Extender:
             "unknown_nodes": len(names) - len(known),
             "top": top,
         }
+        self._explained.pop(key.key, None)  # a new cycle: the last one's steps are stale
         self._explain(key, request)["filter"] = record
         rejections = partial(self._rejections, outcome, request, known, held_reasons, unknown)
         if passed:  # counted after the answer: only the metrics and explain show them

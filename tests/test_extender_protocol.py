@@ -467,6 +467,22 @@ async def test_debug_state_and_explain() -> None:
     assert (missing.status, malformed.status) == (404, 400)
 
 
+async def test_explain_shows_the_last_cycle_alone() -> None:
+    extender = service(cluster())
+    async with serve(extender) as client:
+        p = pod("retried", request(gpus=8))
+        # Cycle 1: filter passes (and counts the pod on) one node; prioritize; no bind.
+        await post(client, "filter", filter_body(p, NAMES))
+        await post(client, "prioritize", filter_body(p, ["a100-0"]))
+        # Cycle 2: only nodes too small for it are left.
+        await post(client, "filter", filter_body(p, ["l4-0", "cpu-0"]))
+        explain = await client.get("/debug/explain", params={"pod": "team-a/retried"})
+        decision = orjson.loads(await explain.read())
+    assert decision["filter"]["passed"] == 0
+    # Neither cycle 1's ranking nor its assumption, which cycle 2's filter took back.
+    assert set(decision) == {"pod", "uid", "request", "filter"}
+
+
 async def test_health_readiness_and_metrics() -> None:
     from extender import ClusterView, Extender, Replaced
 
