@@ -79,6 +79,9 @@ NEUTRAL_PRIORITY = 5
 UNKNOWN_NODE_REASON = "node(s) not yet in fairpack's view"
 HELD_NODE_REASON = "node(s) held for a starving {gpus}-GPU pod"
 """Nodes kept free of smaller pods while a large pod waits for them to drain."""
+GATE_HOLD_REASON = "team over its fair share while teams under it wait"
+"""How ``fairpack_filter_rejections_total`` counts the fair-share gate's holds: their
+reason, with its live figures, would make a new series of nearly every one."""
 EXPLAIN_TOP_NODES = 5
 _REGROUP_AFTER = 8
 """Forget old node-group ids once there are this many per node."""
@@ -898,7 +901,7 @@ class Extender:
         rows, known = self._rows(state, names, "filter")
         outcome = self._outcome(state, request, rows)
         mask = outcome.mask
-        held_reasons = self._held_back(state, fair, request, rows, mask)
+        held_reasons, gate_reason = self._held_back(state, fair, request, rows, mask)
         eligible = mask
         if held_reasons:
             eligible = mask.copy()
@@ -982,7 +985,9 @@ class Extender:
         }
         self._explained.pop(key.key, None)  # a new cycle: the last one's steps are stale
         self._explain(key, request)["filter"] = record
-        rejections = partial(self._rejections, outcome, request, known, held_reasons, unknown)
+        rejections = partial(
+            self._rejections, outcome, request, known, held_reasons, gate_reason, unknown
+        )
         if passed:  # counted after the answer: only the metrics and explain show them
             self.view.defer(lambda: record.update(rejected=rejections(None)))
         else:  # the reasons are the answer
@@ -1040,11 +1045,13 @@ class Extender:
         request: PodRequest,
         known: Sequence[str],
         held_reasons: Mapping[int, str],
+        gate_reason: str | None,
         unknown: list[str],
         listed: tuple[dict[str, str], dict[str, str]] | None,
     ) -> dict[str, int]:
-        """The rejected nodes counted by reason (and in the metrics); with ``listed``,
-        also written there by name: (failed, failed and unresolvable)."""
+        """The rejected nodes counted by reason (and in the metrics, the gate's holds as
+        ``GATE_HOLD_REASON``); with ``listed``, also written there by name: (failed,
+        failed and unresolvable)."""
         counts: dict[str, int] = {}
         by_kind = outcome.failed_counts()
         failed_check = None if listed is None else outcome.failed_check
@@ -1066,7 +1073,8 @@ class Extender:
             if listed is not None:
                 listed[0].update(dict.fromkeys(unknown, UNKNOWN_NODE_REASON))
         for reason, count in counts.items():
-            self.metrics.filter_rejections.labels(reason).inc(count)
+            label = GATE_HOLD_REASON if reason == gate_reason else reason
+            self.metrics.filter_rejections.labels(label).inc(count)
         return counts
 
     def _held_back(
@@ -1076,18 +1084,18 @@ class Extender:
         request: PodRequest,
         rows: IntArray,
         mask: BoolArray,
-    ) -> dict[int, str]:
+    ) -> tuple[dict[int, str], str | None]:
         """Indexes into ``rows`` of the feasible nodes the fair-share levers hold back,
-        with the reason for each."""
+        with the reason for each, and the gate's reason when it held them all."""
         if fair.shares is None or not mask.any():
-            return {}
+            return {}, None
         gate = fair.gate(state, request)
         if gate.hold:
             self.metrics.fairshare_holds.labels(request.team).inc()
-            return dict.fromkeys(np.flatnonzero(mask).tolist(), gate.reason)
+            return dict.fromkeys(np.flatnonzero(mask).tolist(), gate.reason), gate.reason
         off_rows, held_for = fair.kept_off_rows(request)
         if not len(off_rows):
-            return {}
+            return {}, None
         reason_of_row = {
             row: HELD_NODE_REASON.format(gpus=gpus)
             for row, gpus in zip(off_rows.tolist(), held_for, strict=True)
@@ -1095,7 +1103,7 @@ class Extender:
         kept = np.flatnonzero(mask & np.isin(rows, off_rows))
         return {
             i: reason_of_row[row] for i, row in zip(kept.tolist(), rows[kept].tolist(), strict=True)
-        }
+        }, None
 
     # -- holds that lift --------------------------------------------------------------------------
     #

@@ -101,6 +101,12 @@ async def test_filter_holds_an_over_share_team_while_an_under_share_team_waits()
     assert held["FailedNodes"]["gpu-0"] == "node(s) lack 1 free GPU"
     assert 'fairpack_fairshare_holds_total{team="ml-team-a"} 1.0' in metrics
     assert 'fairpack_gpus_deserved{team="ml-team-b"} 5.33' in metrics
+    # Counted under a fixed reason: the figures in the answer's would make a series each.
+    assert (
+        'fairpack_filter_rejections_total{reason="team over its fair share while teams under'
+        ' it wait"} 1.0'
+    ) in metrics
+    assert "holds 14.0 GPUs" not in metrics
 
 
 def deserved_shown(extender: Extender) -> dict[str, float]:
