@@ -279,7 +279,7 @@ class _ViewCollector(Collector):
                 continue
             namespace = pod.info.namespace
             pod_class = pod.request.pod_class.value
-            if pod.node:
+            if pod.node and not pod.tentative:  # a filter's count there is no binding yet
                 spec = nodes.get(pod.node)
                 model = (spec.gpu_model if spec is not None else "") or UNKNOWN_MODEL
                 key = (namespace, pod.team, view.cost_center_of(namespace), pod_class, model)

@@ -571,6 +571,24 @@ def test_the_chargeback_and_queue_gauges() -> None:
     )
 
 
+def test_the_chargeback_gauge_waits_for_the_binding() -> None:
+    now = 10_000.0
+    view = ClusterView([node("gpu-0", gpus=8)])
+    waiting = pod_info("a1", "", request(gpus=2), namespace="ml-team-a")
+    view.apply(Upserted("pod", waiting.__class__(**{**_fields(waiting), "started_s": now - 90})))
+    # Filter passed it gpu-0 alone and counts it there; kube-scheduler has not bound it.
+    view.assume(waiting, "gpu-0", [0, 1], tentative=True)
+    metrics = Metrics()
+    metrics.watch_view(view, lambda: None, wall_clock=lambda: now)
+    text = generate_latest(metrics.registry).decode()
+    assert "fairpack_namespace_gpus_allocated{" not in text
+    assert 'fairpack_pending_wait_seconds{class="batch",team="ml-team-a"} 90.0' in text
+    view.apply(Upserted("pod", pod_info("a1", "gpu-0", request(gpus=2), namespace="ml-team-a")))
+    text = generate_latest(metrics.registry).decode()
+    assert 'namespace="ml-team-a",team="ml-team-a"} 2.0' in text
+    assert "fairpack_pending_wait_seconds{" not in text
+
+
 def _fields(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__slots__}
 
