@@ -18,7 +18,9 @@ evicting every lower-priority pod would make room, taken from a random offset;
 on each, the dry run evicts all of them and then spares, most important first
 (highest priority, then oldest), every pod whose return still leaves room.  The
 node is chosen by fewest PDB violations (none here), lowest highest victim
-priority, fewest and lowest-priority victims, then the latest-started victims.
+priority, lowest sum of victim priorities (each shifted by MaxInt32+1, so fewer
+victims first), fewest victims, then the node whose earliest-started victim of
+that highest priority started latest.
 With an extender (the fairpack arm) the candidates go through
 ``scoring.victims`` first, exactly as the extender's preempt verb does: a node
 whose dry-run victims fairpack refuses gets fairpack's own victims there, if any
@@ -76,6 +78,9 @@ INTERACTIVE_PRIORITY = 1_000_000
 """The platform's ``inference-critical`` PriorityClass."""
 BATCH_PRIORITY = 1_000
 """The platform's ``batch-inference`` PriorityClass."""
+
+_PRIORITY_SHIFT = 2**31
+"""kube-scheduler adds MaxInt32+1 to each victim's priority before summing them."""
 
 _ARRIVAL, _DEPARTURE, _TERMINATION = 2, 0, 1
 """Event kinds; at equal times departures go first, then evictions, then arrivals."""
@@ -987,14 +992,18 @@ class Replay:
         return victims
 
     def _kube_node_key(self, victims: list[int]) -> tuple[int, int, int, float]:
+        """pickOneNodeForPreemption's order, smallest first: highest victim priority, sum
+        of priorities each shifted by MaxInt32+1 (so that fewer victims cost less), fewest
+        victims, then the latest earliest start among the highest-priority victims."""
         priorities = [self.instances[i].request.priority for i in victims]
         highest = max(priorities)
-        latest_start = max(
+        earliest_start = min(
             self.instances[i].started_s
             for i in victims
             if self.instances[i].request.priority == highest
         )
-        return (highest, sum(priorities), len(victims), -latest_start)
+        shifted_sum = sum(priorities) + len(victims) * _PRIORITY_SHIFT
+        return (highest, shifted_sum, len(victims), -earliest_start)
 
     def _extender_preempt(
         self, request: PodRequest, proposals: dict[int, list[int]], shares: TeamShares | None

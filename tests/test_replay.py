@@ -239,3 +239,42 @@ def test_a_trace_replays_to_the_end_with_every_pod_accounted(arm: Arm) -> None:
     result = run([node("n", 2), node("m", 1)], trace_replay_pods(trace), arm, teams=("default",))
     assert len([w for w in result.waits if not w.recreated]) == 60
     assert (result.allocated_gpus <= 3).all()
+
+
+def pinned(name: str, model: str, priority: int, at: float, team: str = "a") -> ReplayPod:
+    """A 1-GPU pod that only a node of ``model`` takes, running past the horizon."""
+    pinned_pod = pod(name, team=team, at=at, run=10_000, priority=priority)
+    return replace(
+        pinned_pod, request=replace(pinned_pod.request, allowed_models=frozenset({model}))
+    )
+
+
+def victim_teams(result: ReplayResult) -> list[str]:
+    return [p.victim_team for p in result.preemptions]
+
+
+@pytest.mark.parametrize(
+    ("on_a", "on_b", "expected"),
+    [
+        # same highest priority (10), sums 10+0+0 = 10 against 10+5 = 15: kube-scheduler
+        # adds MaxInt32+1 to every victim's priority, so 3 victims cost more than 2 -> b
+        ([(10, 0), (0, 1), (0, 2)], [(10, 0), (5, 1)], "b"),
+        # two victims of priority 1 on each; a's started at 0 and 10, b's at 2 and 5:
+        # kube-scheduler takes the node whose earliest victim started latest (b: 2 > 0),
+        # not the one whose latest did (a: 10 > 5)
+        ([(1, 0), (1, 10)], [(1, 2), (1, 5)], "b"),
+    ],
+    ids=["sum-of-shifted-priorities", "latest-earliest-start"],
+)
+def test_preemption_picks_the_node_as_pick_one_node_for_preemption_does(
+    on_a: list[tuple[int, float]], on_b: list[tuple[int, float]], expected: str
+) -> None:
+    # (priority, start) of the 1-GPU pods on nodes a and b; the preemptor (priority 100)
+    # asks for every GPU of either node at t=20
+    a = [pinned(f"a{i}", "A", p, at, team="a") for i, (p, at) in enumerate(on_a)]
+    b = [pinned(f"b{i}", "B", p, at, team="b") for i, (p, at) in enumerate(on_b)]
+    gpus = max(len(on_a), len(on_b))
+    nodes = [node("a", gpus, model="A"), node("b", gpus, model="B")]
+    preemptor = pod("preemptor", team="p", gpus=gpus, at=20, priority=100)
+    result = run(nodes, [*a, *b, preemptor], KUBE, teams=("a", "b", "p"))
+    assert set(victim_teams(result)) == {expected}
