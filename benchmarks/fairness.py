@@ -109,16 +109,25 @@ class Scenario:
     seed: int = 42
 
 
-def _pool(trace: Sequence[TracePod], kind: str) -> list[TracePod]:
+_POOL_QOS = {"interactive": "LS ", "batch": "non-LS ", "mixed": ""}
+
+
+def _pool(trace: Sequence[TracePod], plan: TeamPlan) -> list[TracePod]:
+    """The trace pods ``plan``'s team draws from: GPU pods with both times, of its pool."""
     timed = [
         pod
         for pod in trace
         if pod.request.gpu_count and pod.creation_s is not None and pod.deletion_s is not None
     ]
-    if kind == "interactive":
-        return [pod for pod in timed if pod.qos == "LS"]
-    if kind == "batch":
-        return [pod for pod in timed if pod.qos != "LS"]
+    if plan.pool == "interactive":
+        timed = [pod for pod in timed if pod.qos == "LS"]
+    elif plan.pool == "batch":
+        timed = [pod for pod in timed if pod.qos != "LS"]
+    if not timed:
+        raise TraceError(
+            f"team {plan.name} draws from the pod list's {_POOL_QOS[plan.pool]}GPU pods with"
+            " creation and deletion times, and it has none"
+        )
     return timed
 
 
@@ -178,7 +187,7 @@ def build_workload(
     pods: list[ReplayPod] = []
     for i, plan in enumerate(scenario.teams):
         rng = np.random.default_rng([scenario.seed, i])
-        pool = _pool(trace, plan.pool)
+        pool = _pool(trace, plan)
         pods.extend(team_pods(plan, pool, capacity_gpus, scenario.horizon_s, rng))
     return sorted(pods, key=lambda pod: (pod.arrival_s, pod.name))
 
@@ -425,12 +434,15 @@ def main(args: argparse.Namespace) -> int:
         seed = int(seeds.split(",")[0].split("-")[0])
         nodes = load_nodes(getattr(args, "nodes", None) or BUILTIN_NODES)
         trace = load_pods(getattr(args, "pods", None) or BUILTIN_PODS)
+        scenario = Scenario(seed=seed)
+        for plan in scenario.teams:
+            _pool(trace, plan)  # a pod list with nothing for a team: say so before the run
     except (ValueError, TraceError) as exc:
         print(f"fairpack simulate: {exc}", file=sys.stderr)
         return 2
     jobs = max(1, int(getattr(args, "jobs", 1) or 1))
     quiet = bool(getattr(args, "quiet", False))
-    document, results = run(Scenario(seed=seed), nodes, trace, jobs=jobs, quiet=quiet)
+    document, results = run(scenario, nodes, trace, jobs=jobs, quiet=quiet)
     print_table(document)
     if getattr(args, "json", None):
         args.json.parent.mkdir(parents=True, exist_ok=True)

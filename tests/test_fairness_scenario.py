@@ -149,3 +149,14 @@ def test_the_arms_show_their_progress_unless_quiet(
     run(small(), NODES[:20], TRACE, jobs=1, arm_names=["free-for-all"], quiet=quiet)
     shown = "fairness arms" in capsys.readouterr().err
     assert shown is not quiet
+
+
+def test_a_pod_list_with_nothing_for_a_team_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # no LS pod: steady (interactive) has nothing to draw from; said before any arm runs
+    batch_only = [pod for pod in TRACE if pod.qos != "LS"]
+    monkeypatch.setattr(fairness, "load_pods", lambda path: batch_only)
+    monkeypatch.setattr(fairness, "run", lambda *args, **kwargs: pytest.fail("ran"))
+    assert fairness.main(argparse.Namespace()) == 2
+    assert "team steady draws from the pod list's LS GPU pods" in capsys.readouterr().err
