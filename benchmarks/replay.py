@@ -311,8 +311,11 @@ class Replay:
         samples: list[tuple[float, np.ndarray, np.ndarray, float]] = []
         sample_at = 0.0
         horizon = self.settings.horizon_s
-        while self.events and self.events[0][0] < horizon:
-            now = self.events[0][0]
+        while True:
+            # The next event, or the next flush of the parked pods should nothing happen first.
+            now = min(self.events[0][0] if self.events else math.inf, self.next_flush_s)
+            if now >= horizon:
+                break
             while sample_at < now:
                 samples.append(self._sample(sample_at))
                 sample_at += self.settings.sample_s
@@ -582,11 +585,14 @@ class Replay:
             self._start_nominated(now)
         if self.arm.fairness:
             self._refresh_holds(now)
+        flush = now >= self.next_flush_s
+        if flush:
+            self.next_flush_s = now + self.settings.flush_s
         # Where each bucket may fit now: the rows freed since it was parked (None: anywhere).
         wake: dict[int, list[int] | None] = {}
-        if self.parked and (
-            self.dirty_rows or now >= self.next_flush_s or self.arm.quotas or self.arm.fairness
-        ):
+        if flush:
+            wake = dict.fromkeys(self.parked)
+        elif self.parked and (self.dirty_rows or self.arm.quotas or self.arm.fairness):
             wake = self._woken(now)
         wake.update(dict.fromkeys(self.fresh))
         self.fresh.clear()
@@ -670,9 +676,6 @@ class Replay:
         """Parked buckets that the changes since the last pass may help, with where."""
         woken: dict[int, list[int] | None] = {}
         parked = np.fromiter(self.parked, dtype=np.int64)
-        if now >= self.next_flush_s:
-            self.next_flush_s = now + self.settings.flush_s
-            return dict.fromkeys(parked.tolist())
         arrays = self._shape_arrays()
         if self.dirty_rows:
             state = self.state

@@ -278,3 +278,27 @@ def test_preemption_picks_the_node_as_pick_one_node_for_preemption_does(
     preemptor = pod("preemptor", team="p", gpus=gpus, at=20, priority=100)
     result = run(nodes, [*a, *b, preemptor], KUBE, teams=("a", "b", "p"))
     assert set(victim_teams(result)) == {expected}
+
+
+def test_parked_pods_are_flushed_back_even_when_nothing_happens() -> None:
+    # node n (model A, 4 GPUs) runs a0, a1; node m (model B, 2 GPUs) runs b0, b1, all to
+    # the end.  b's pod bp (model B) waits; a's 2-GPU pod arrives at t=2: demand a 4, b 3
+    # on 6 -> deserved 3 and 3, a would hold 4 and b waits for 1 with 2 - 2 = 0 free, so
+    # the gate holds it.  It starves at 2 + 50 and passes the gate from then; no pod
+    # comes or goes after t=2, and the flush at t=300 tries it: it starts (wait 298).
+    starvation = StarvationConfig(min_gpus=2, wait_s=50)
+    arm = replace(
+        fairpack_arm(), policy=PolicyConfig(fairness=FairnessConfig(starvation=starvation))
+    )
+    pods = [
+        pinned("a0", "A", BATCH_PRIORITY, 0),
+        pinned("a1", "A", BATCH_PRIORITY, 0),
+        pinned("b0", "B", BATCH_PRIORITY, 0, team="b"),
+        pinned("b1", "B", BATCH_PRIORITY, 0, team="b"),
+        pinned("bp", "B", BATCH_PRIORITY, 1, team="b"),
+        pod("large", gpus=2, at=2),
+    ]
+    result = run([node("n", 4, model="A"), node("m", 2, model="B")], pods, arm)
+    assert result.gate_holds > 0
+    large = next(w for w in result.waits if w.gpu_count == 2)
+    assert large.started and large.wait_s == 298
