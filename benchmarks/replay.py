@@ -7,8 +7,9 @@ finish, so wait times and shares over time can be measured.
 The queue follows kube-scheduler: pending pods are tried in priority order, then
 oldest first; a pod that fits nowhere (or that a filter held back) is parked and
 tried again on the cluster events that may help it (a pod leaving a node it could
-fit on, a change of the fair-share state) and every ``flush_s`` (kube-scheduler
-moves its unschedulable pods back after five minutes).  Identical pods of one
+fit on, any pod leaving when it may preempt, a change of the fair-share state) and
+every ``flush_s`` (kube-scheduler moves its unschedulable pods back after five
+minutes).  Identical pods of one
 team are queued together, so a pass over thousands of pending pods costs one
 decision per kind of pod.
 
@@ -273,6 +274,8 @@ class Replay:
         self.terminating_on_row = np.zeros(self.state.n_nodes, dtype=np.int64)
         self.levels: dict[int, tuple[IntArray, IntArray, IntArray]] = {}
         self.dirty_rows: set[int] = set()
+        self.pod_left = False
+        """A pod left a node since the last pass (kube-scheduler requeues on its deletion)."""
         self.touched_rows: dict[int, tuple[int, int, int, int] | None] = {}
         """Rows placed on in this pass, with (free cpu, free memory, fully free GPUs, most
         free milli on one GPU) once asked for."""
@@ -554,6 +557,7 @@ class Replay:
             self._count_on_row(index, -1)
         self._ledger_held(instance, -1)
         self.dirty_rows.add(instance.row)
+        self.pod_left = True
 
     def _record_wait(self, instance: _Instance, now: float, started: bool) -> None:
         request = instance.request
@@ -597,6 +601,7 @@ class Replay:
         wake.update(dict.fromkeys(self.fresh))
         self.fresh.clear()
         self.dirty_rows.clear()
+        self.pod_left = False
         self.touched_rows.clear()
         if not wake:
             return
@@ -704,6 +709,12 @@ class Replay:
                     rows = woken.setdefault(b, [])
                     assert rows is not None
                     rows.append(row)
+        if self.pod_left and self.arm.priorities and self.levels:
+            # kube-scheduler requeues a pod that fit nowhere on any pod's deletion
+            # (NodeResourcesFit's queueing hint), and runs its preemption again: where it
+            # fits matters not, so a pod that may preempt is tried anywhere.
+            may_preempt = arrays["priority"][parked] > min(self.levels)
+            woken.update(dict.fromkeys(parked[may_preempt].tolist()))
         if self.blocked:
             woken.update(dict.fromkeys(self._unblocked(now)))
         return woken

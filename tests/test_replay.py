@@ -302,3 +302,21 @@ def test_parked_pods_are_flushed_back_even_when_nothing_happens() -> None:
     assert result.gate_holds > 0
     large = next(w for w in result.waits if w.gpu_count == 2)
     assert large.started and large.wait_s == 298
+
+
+@pytest.mark.parametrize("arm", [KUBE, fairpack_arm()], ids=lambda a: a.name)
+def test_a_pod_leaving_lets_a_parked_pod_preempt_again(arm: Arm) -> None:
+    # 2 GPUs, two batch pods to the end.  chat-1 (t=10) preempts one (gone at 40) and
+    # starts there; chat-2 (t=20) finds the node still draining, preempts nothing and
+    # is parked.  The victim's deletion at 40 requeues it (kube-scheduler's
+    # NodeResourcesFit queues on any pod deletion) and it preempts the other batch pod:
+    # starts at 40 + 30 = 70, wait 50, rather than at the flush (300 + 30 - 20 = 310).
+    pods = [
+        pod("b0", run=1000),
+        pod("b1", run=1000),
+        pod("chat-1", at=10, run=1000, pod_class=PodClass.INTERACTIVE),
+        pod("chat-2", at=20, run=1000, pod_class=PodClass.INTERACTIVE),
+    ]
+    result = run([node("n", 2)], pods, arm)
+    assert [p.at_s for p in result.preemptions] == [10, 40]
+    assert [w.wait_s for w in result.waits if w.pod_class == "interactive"] == [30, 50]
