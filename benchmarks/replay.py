@@ -9,9 +9,8 @@ oldest first; a pod that fits nowhere (or that a filter held back) is parked and
 tried again on the cluster events that may help it (a pod leaving a node it could
 fit on, any pod leaving when it may preempt, a change of the fair-share state) and
 every ``flush_s`` (kube-scheduler moves its unschedulable pods back after five
-minutes).  Identical pods of one
-team are queued together, so a pass over thousands of pending pods costs one
-decision per kind of pod.
+minutes).  Identical pods of one team are queued together, so a pass over
+thousands of pending pods costs one decision per kind of pod.
 
 Preemption follows kube-scheduler's DefaultPreemption: a pod that fits nowhere
 may evict pods of strictly lower priority.  Candidate nodes are those where
@@ -28,6 +27,20 @@ whose dry-run victims fairpack refuses gets fairpack's own victims there, if any
 will do (``scoring.victims.choose_victims``).  Victims release their GPUs
 ``grace_s`` later, are recreated by their controller at once (a Job's pod starts
 over), and the preemptor waits for them.
+
+Where kube-scheduler does otherwise, and this model does not follow:
+
+* pods of one priority go oldest first by creation; kube-scheduler orders them by
+  when each last entered its queue (a pod that failed goes behind those not tried
+  since) and backs a failed pod off for 1-10 s;
+* the flush moves every parked pod at once, every ``flush_s``; kube-scheduler
+  moves each pod five minutes after it was parked (checked every 30 s);
+* a node whose victims are still terminating is no preemption candidate;
+  kube-scheduler dry-runs it too, counting the pod nominated there;
+* a nominated node is kept whole from pods of its preemptor's priority or lower;
+  kube-scheduler counts only the nominated pod's request there;
+* nodes held for starving pods are never nominated ones, which the extender,
+  not reading ``nominatedNodeName``, does not know.
 
 An :class:`Arm` is one scheduler configuration: kube-scheduler's default scoring
 (``NodeResourcesFit`` LeastAllocated, ``benchmarks.policies.kube``) or
