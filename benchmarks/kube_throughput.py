@@ -58,6 +58,11 @@ FAIRPACK_COUNTERS = (
 )
 
 
+class BenchError(RuntimeError):
+    """A run that cannot be measured: pods that cannot all bind, or that did not in time, or
+    a request the API server refused."""
+
+
 def _e2e(module: str) -> Any:
     """A module of tests/e2e (the control plane and the fake fleet live with the tests)."""
     tests = str(REPO / "tests")
@@ -91,6 +96,8 @@ class Api:
             method, self.server + path, data=data, headers=headers
         ) as r:
             raw = await r.read()
+            if r.content_type != "application/json":  # a proxy's or a stopping server's text
+                return r.status, raw.decode(errors="replace") or None
             return r.status, orjson.loads(raw) if raw else None
 
     async def ok(
@@ -98,7 +105,7 @@ class Api:
     ) -> Any:
         status, result = await self.request(method, path, body)
         if not (200 <= status < 300 or status in also):
-            raise RuntimeError(f"{method} {path}: HTTP {status}: {str(result)[:300]}")
+            raise BenchError(f"{method} {path}: HTTP {status}: {str(result)[:300]}")
         return result
 
 
@@ -118,14 +125,26 @@ async def _bounded(concurrency: int, jobs: list[Any]) -> None:
     await asyncio.gather(*(one(job) for job in jobs))
 
 
+def _fleet_kinds() -> tuple[Any, ...]:
+    """The node types of the fleet, taking turns (node i is of kind i % len)."""
+    fake = _e2e("fake_nodes")
+    return (fake.A100_80GB, fake.A10G_24GB)
+
+
+def fleet_gpus(count: int) -> int:
+    """GPUs of a fleet of ``count`` nodes (create_fleet's)."""
+    kinds = _fleet_kinds()
+    return sum(kinds[i % len(kinds)].gpus for i in range(count))
+
+
 async def create_fleet(api: Api, count: int, concurrency: int) -> None:
     fake = _e2e("fake_nodes")
-    kinds = (fake.A100_80GB, fake.A10G_24GB)
+    kinds = _fleet_kinds()
     jobs = [
         api.ok(
             "POST",
             "/api/v1/nodes",
-            fake.gpu_node(f"bench-{i:05d}", kinds[i % 2], fleet="bench", spot=i % 4 == 3),
+            fake.gpu_node(f"bench-{i:05d}", kinds[i % len(kinds)], fleet="bench", spot=i % 4 == 3),
         )
         for i in range(count)
     ]
@@ -139,7 +158,7 @@ async def _namespace(api: Api, name: str) -> None:
         0
     ] != 200:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no default ServiceAccount in {name}")
+            raise BenchError(f"no default ServiceAccount in {name}")
         await asyncio.sleep(0.2)
 
 
@@ -201,7 +220,7 @@ async def measure(
         await asyncio.wait_for(asyncio.shield(watcher), timeout_s)
     except TimeoutError:
         watcher.cancel()
-        raise RuntimeError(
+        raise BenchError(
             f"only {len(bound_at)} of {pods} pods bound after {timeout_s:.0f}s"
         ) from None
     first, last = min(bound_at.values()), max(bound_at.values())
@@ -234,7 +253,7 @@ async def _delete_run(api: Api, namespace: str, timeout_s: float = 300.0) -> Non
     deadline = time.monotonic() + timeout_s
     while (await api.request("GET", f"/api/v1/namespaces/{namespace}"))[0] != 404:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"namespace {namespace} still there after {timeout_s:.0f} s")
+            raise BenchError(f"namespace {namespace} still there after {timeout_s:.0f} s")
         await asyncio.sleep(0.5)
 
 
@@ -563,12 +582,21 @@ def main(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    fewest = min(args.nodes)
+    if args.pods > (gpus := fleet_gpus(fewest)):
+        # Pods that cannot all bind would only show as a timeout, --timeout seconds later.
+        print(
+            f"fairpack bench kube: --pods {args.pods} (one GPU each) do not fit the {gpus} GPUs"
+            f" of --nodes {fewest}; give fewer pods or more nodes",
+            file=sys.stderr,
+        )
+        return 2
     runs: list[dict[str, Any]] = []
     control_plane_error = _e2e("controlplane").ControlPlaneError
     try:
         for nodes in args.nodes:
             runs.extend(asyncio.run(_bench_nodes(nodes, args, say)))
-    except control_plane_error as exc:  # missing binaries, no openssl, a component that died
+    except (control_plane_error, BenchError) as exc:  # no binaries, a dead component, a timeout
         print(f"fairpack bench kube: {exc}", file=sys.stderr)
         return 2
     document = {

@@ -166,7 +166,8 @@ def test_the_demo_over_nodes_without_gpus_says_so(
 def test_bench_kube_without_binaries_says_what_to_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bench", "kube", "--bin-dir", str(tmp_path), "--nodes", "1"]) == 2
+    argv = ["bench", "kube", "--bin-dir", str(tmp_path), "--nodes", "1", "--pods", "8"]
+    assert main(argv) == 2
     assert "run scripts/build-control-plane.sh" in capsys.readouterr().err
 
 

@@ -1,0 +1,85 @@
+"""``fairpack bench kube`` without a control plane: the checks before a run, and its client
+against a fake API server that never binds a pod."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from benchmarks.kube_throughput import Api, BenchError, fleet_gpus, measure
+from extender.cli import main
+
+
+@pytest.mark.parametrize(
+    ("nodes", "gpus"),
+    [
+        (1, 8),  # one A100 node: 8
+        (2, 12),  # A100 + A10G: 8+4
+        (5, 32),  # 3 A100 + 2 A10G: 24+8
+    ],
+    ids=["one-node", "one-of-each", "odd-count"],
+)
+def test_fleet_gpus(nodes: int, gpus: int) -> None:
+    assert fleet_gpus(nodes) == gpus
+
+
+def test_more_pods_than_the_smallest_fleet_has_gpus_is_refused_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 20 one-GPU pods on 1 node (8 GPUs) would never all bind: a timeout 600 s later.
+    argv = ["bench", "kube", "--bin-dir", str(tmp_path), "--nodes", "1,100", "--pods", "20"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "fairpack bench kube: --pods 20 (one GPU each) do not fit the 8 GPUs of --nodes 1;"
+        " give fewer pods or more nodes\n"
+    )
+
+
+def _fake_apiserver(answer_text: bool = False) -> web.Application:
+    """Takes namespaces and pods, lists none, and watches forever without an event."""
+
+    async def created(request: web.Request) -> web.Response:
+        return web.json_response(await request.json(), status=201)
+
+    async def pods(request: web.Request) -> web.StreamResponse:
+        if not request.query.get("watch"):
+            return web.json_response({"metadata": {"resourceVersion": "1"}, "items": []})
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await asyncio.sleep(3600)
+        return response
+
+    async def service_account(request: web.Request) -> web.Response:
+        if answer_text:
+            return web.Response(status=503, text="apiserver is shutting down")
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/namespaces", created)
+    app.router.add_get("/api/v1/namespaces/{ns}/serviceaccounts/default", service_account)
+    app.router.add_get("/api/v1/namespaces/{ns}/pods", pods)
+    app.router.add_post("/api/v1/namespaces/{ns}/pods", created)
+    return app
+
+
+async def _api(app: web.Application) -> AsyncIterator[Api]:
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        yield Api(str(server.make_url("")).rstrip("/"), session)
+
+
+async def test_pods_that_never_bind_end_the_run_after_its_timeout() -> None:
+    async for api in _api(_fake_apiserver()):
+        with pytest.raises(BenchError, match=r"^only 0 of 3 pods bound after 0s$"):
+            await measure(api, "bench-run-1", pods=3, concurrency=2, timeout_s=0.2)
+
+
+async def test_an_answer_that_is_not_json_is_a_refused_request() -> None:
+    async for api in _api(_fake_apiserver(answer_text=True)):
+        with pytest.raises(BenchError, match=r"HTTP 503: apiserver is shutting down$"):
+            await api.ok("GET", "/api/v1/namespaces/a/serviceaccounts/default")
