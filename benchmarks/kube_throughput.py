@@ -92,13 +92,16 @@ class Api:
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        async with self.session.request(
-            method, self.server + path, data=data, headers=headers
-        ) as r:
-            raw = await r.read()
-            if r.content_type != "application/json":  # a proxy's or a stopping server's text
-                return r.status, raw.decode(errors="replace") or None
-            return r.status, orjson.loads(raw) if raw else None
+        try:
+            async with self.session.request(
+                method, self.server + path, data=data, headers=headers
+            ) as r:
+                raw = await r.read()
+        except aiohttp.ClientError as exc:  # the API server went away
+            raise BenchError(f"{method} {path}: {exc}") from exc
+        if r.content_type != "application/json":  # a proxy's or a stopping server's text
+            return r.status, raw.decode(errors="replace") or None
+        return r.status, orjson.loads(raw) if raw else None
 
     async def ok(
         self, method: str, path: str, body: Any = None, *, also: tuple[int, ...] = ()
@@ -211,18 +214,20 @@ async def measure(
     )
     path = f"/api/v1/namespaces/{namespace}/pods"
     manifests = [fake.gpu_pod(f"p{i:05d}", gpus=1, cpu="100m", memory="256Mi") for i in range(pods)]
-    started = time.monotonic()
-    await _bounded(concurrency, [api.ok("POST", path, manifest) for manifest in manifests])
-    created = time.monotonic()
-    if start_scheduler is not None:
-        await asyncio.to_thread(start_scheduler)
     try:
-        await asyncio.wait_for(asyncio.shield(watcher), timeout_s)
-    except TimeoutError:
+        started = time.monotonic()
+        await _bounded(concurrency, [api.ok("POST", path, manifest) for manifest in manifests])
+        created = time.monotonic()
+        if start_scheduler is not None:
+            await asyncio.to_thread(start_scheduler)
+        try:
+            await asyncio.wait_for(asyncio.shield(watcher), timeout_s)
+        except TimeoutError:
+            raise BenchError(
+                f"only {len(bound_at)} of {pods} pods bound after {timeout_s:.0f}s"
+            ) from None
+    finally:  # a failed create or Ctrl-C must not leave the watch running
         watcher.cancel()
-        raise BenchError(
-            f"only {len(bound_at)} of {pods} pods bound after {timeout_s:.0f}s"
-        ) from None
     first, last = min(bound_at.values()), max(bound_at.values())
     if start_scheduler is not None:
         rate, seconds = (pods - 1) / (last - first), last - first
@@ -443,8 +448,9 @@ async def _run_one(
         stack.stop_scheduler()
         if extender:
             stack.stop_fairpack()
-        await _delete_run(api, namespace)
-        await _settle(cp, say)
+    # Not after a failure or Ctrl-C: the control plane goes then, and may be dead already.
+    await _delete_run(api, namespace)
+    await _settle(cp, say)
     label = "with" if extender else "without"
     say(
         f"  {label} fairpack: {result['pods_per_s']} pods/s "

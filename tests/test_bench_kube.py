@@ -4,6 +4,7 @@ against a fake API server that never binds a pod."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,10 +42,12 @@ def test_more_pods_than_the_smallest_fleet_has_gpus_is_refused_before_any_run(
     )
 
 
-def _fake_apiserver(answer_text: bool = False) -> web.Application:
+def _fake_apiserver(answer_text: bool = False, refuse_pods: bool = False) -> web.Application:
     """Takes namespaces and pods, lists none, and watches forever without an event."""
 
     async def created(request: web.Request) -> web.Response:
+        if refuse_pods and request.match_info:
+            return web.json_response({"kind": "Status", "code": 500}, status=500)
         return web.json_response(await request.json(), status=201)
 
     async def pods(request: web.Request) -> web.StreamResponse:
@@ -77,6 +80,27 @@ async def test_pods_that_never_bind_end_the_run_after_its_timeout() -> None:
     async for api in _api(_fake_apiserver()):
         with pytest.raises(BenchError, match=r"^only 0 of 3 pods bound after 0s$"):
             await measure(api, "bench-run-1", pods=3, concurrency=2, timeout_s=0.2)
+
+
+async def test_a_refused_pod_ends_the_run_and_its_watch() -> None:
+    async for api in _api(_fake_apiserver(refuse_pods=True)):
+        with pytest.raises(
+            BenchError, match=r"^POST /api/v1/namespaces/bench-run-1/pods: HTTP 500"
+        ):
+            await measure(api, "bench-run-1", pods=3, concurrency=2, timeout_s=60)
+        await asyncio.sleep(0)  # let the cancelled watch finish
+        watches = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_watch_bindings"]
+        assert all(t.done() for t in watches)
+
+
+async def test_an_api_server_gone_is_a_failed_request() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+        api = Api(f"http://127.0.0.1:{port}", session)
+        with pytest.raises(BenchError, match=r"^DELETE /api/v1/namespaces/a: Cannot connect"):
+            await api.ok("DELETE", "/api/v1/namespaces/a")
 
 
 async def test_an_answer_that_is_not_json_is_a_refused_request() -> None:
