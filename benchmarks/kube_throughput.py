@@ -9,17 +9,21 @@ scripts/build-control-plane.sh) gets that many fake GPU nodes (8x A100 and 4x A1
 created through the API with their status). Then, for percentageOfNodesToScore at its
 default (adaptive) and at 100, kube-scheduler runs the shipped
 manifests/scheduler/kube-scheduler-config.yaml twice: without its extender (fairpack not
-running at all) and with it (a fresh ``fairpack serve``, filter, prioritize and bind). Each
-run creates ``--pods`` one-GPU pods concurrently and measures pods bound per second from
-the first creation to the last binding, as seen by a watch. Both runs use the same client
+running at all) and with it, as shipped (a fresh ``fairpack serve`` at its defaults): per
+pod one filter, which passes the one node fairpack ranks first; no prioritize, no bind
+(kube-scheduler binds), preempt only for a pod that fits nowhere. Each run creates
+``--pods`` one-GPU pods concurrently and measures pods bound per second from the first
+creation to the last binding, as seen by a watch (``--backlog``: all pods first, then
+kube-scheduler; from the first binding to the last). Both runs use the same client
 settings: kube-scheduler's QPS/burst raised so that its client is not the bottleneck, and
 the API server's max-requests-inflight raised to match.
 Between runs, the previous run's namespace is deleted (its pods and kube-scheduler's
 events) and the control plane left to settle, so that no run pays for the one before.
 
 Also reported per run: the creation rate (if it is close to the bind rate, the run measured
-the load generator, not the scheduler), kube-scheduler's mean time per scheduling attempt,
-and, with the extender, fairpack's server-side time per verb (from its /metrics).
+the load generator, not the scheduler), the mean time of kube-scheduler's scheduling
+algorithm and of each of its extension points, and, with the extender, fairpack's
+server-side time and CPU time per verb (from its /metrics).
 """
 
 from __future__ import annotations
