@@ -7,13 +7,14 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from benchmarks.kube_throughput import Api, BenchError, fleet_gpus, measure
+from benchmarks.kube_throughput import Api, BenchError, _settle, fleet_gpus, measure
 from extender.cli import main
 
 
@@ -107,3 +108,41 @@ async def test_an_answer_that_is_not_json_is_a_refused_request() -> None:
     async for api in _api(_fake_apiserver(answer_text=True)):
         with pytest.raises(BenchError, match=r"HTTP 503: apiserver is shutting down$"):
             await api.ok("GET", "/api/v1/namespaces/a/serviceaccounts/default")
+
+
+@pytest.mark.parametrize(
+    ("patching_scrapes", "timeout_s", "scrapes", "said"),
+    [
+        # node patches at scrapes 1, 2, 3 (10 each): 10->20 written, then 30->30: settled
+        (3, 10.0, 4, None),
+        # patches at every scrape: 10 written per interval until the timeout
+        (10**9, 0.05, None, "wrote 10 nodes"),
+    ],
+    ids=["patches-stop", "patches-go-on"],
+)
+async def test_settling_waits_until_no_node_is_written(
+    patching_scrapes: int, timeout_s: float, scrapes: int | None, said: str | None
+) -> None:
+    # The TTL controller's node patches: little CPU, so the CPU alone looks settled.
+    count = 0
+
+    async def metrics(request: web.Request) -> web.Response:
+        nonlocal count
+        count += 1
+        patches = 10 * min(count, patching_scrapes)
+        sample = 'apiserver_request_total{resource="nodes",subresource="",verb="PATCH"}'
+        return web.Response(text=f"{sample} {patches}\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    messages: list[str] = []
+    async for api in _api(app):
+        control_plane = SimpleNamespace(_components={})
+        await _settle(control_plane, api, messages.append, timeout_s=timeout_s, interval_s=0.01)
+    if scrapes is not None:
+        assert count == scrapes
+    if said is None:
+        assert messages == []
+    else:
+        (message,) = messages
+        assert said in message
