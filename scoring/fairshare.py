@@ -69,7 +69,9 @@ def _fill(weights: FloatArray, demands: FloatArray, capacity: float) -> FloatArr
     unsaturated_weight = weights.sum() - np.concatenate(([0.0], np.cumsum(weight_sorted)[:-1]))
     # Filled at level ratio_sorted[k]: the k teams below it saturated, the rest at weight * level.
     filled = saturated_demand + ratio_sorted * unsaturated_weight
-    k = int(np.searchsorted(filled, capacity))  # first level that fills the cluster
+    # The first level that fills the cluster; none when the demands sum above the capacity
+    # only by rounding (the last level then fills it: every team gets its demand).
+    k = min(int(np.searchsorted(filled, capacity)), len(filled) - 1)
     level = (capacity - saturated_demand[k]) / unsaturated_weight[k]
     return np.minimum(demands, weights * level)  # type: ignore[no-any-return]
 

@@ -50,6 +50,8 @@ from scoring.fairshare import (
         ([1, 0], [60, 50], 50, [50, 0]),
         # fractional GPUs: 3 teams, 1:1:1 over 2.5 GPUs, one asks 0.5 -> 0.5, 1, 1
         ([1, 1, 1], [0.5, 3, 3], 2.5, [0.5, 1, 1]),
+        # demand is the capacity, but 1.35 x 3 + 3.15 sums to 7.200000000000001: everyone fits
+        ([1, 3, 3, 3], [1.35, 1.35, 1.35, 3.15], 7.2, [1.35, 1.35, 1.35, 3.15]),
     ],
     ids=[
         "all-hungry-4-2-1-1",
@@ -65,6 +67,7 @@ from scoring.fairshare import (
         "zero-weight-gets-leftover",
         "zero-weight-gets-nothing",
         "fractional",
+        "demand-is-capacity-but-rounds-above",
     ],
 )
 def test_water_fill(
