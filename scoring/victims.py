@@ -208,8 +208,9 @@ def choose_victims(
     The allowed pods are taken in :func:`victim_order_key` order until the
     preemptor fits, the share rule holds and the gate passes; then each taken
     pod, most protected first, is spared if all three still hold without it
-    (kube-scheduler's reprieve, in fairpack's order).  The victims come back in
-    that order.
+    (kube-scheduler's reprieve, in fairpack's order), in rounds until none can
+    be: no victim left could be spared alone.  The victims come back in that
+    order.
     """
     allowed = [
         victim
@@ -248,11 +249,16 @@ def choose_victims(
             break
     else:
         return VictimDecision(refused=f"even with every pod fairpack may evict here gone, {reason}")
-    # The last pod taken is needed with the others; spare the rest, most protected first.
-    for victim in reversed(taken[:-1]):
-        spared = [v for v in taken if v is not victim]
-        if not blocked(spared):
-            taken = spared
+    # Spare what is not needed, most protected first.  Sparing another team's pod can
+    # leave fewer of the team's own needed by the share rule, the last one taken
+    # included: so again, until a round spares none.
+    spared_any = True
+    while spared_any:
+        spared_any = False
+        for victim in reversed(taken):
+            spared = [v for v in taken if v is not victim]
+            if spared and not blocked(spared):
+                taken, spared_any = spared, True
     return VictimDecision(victims=tuple(taken))
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from builders import node, state_of, whole
+from builders import PROPERTY, node, state_of, whole
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scoring import PodClass, PodRequest
 from scoring.fairshare import GateDecision, TeamShares, fair_share_gate, team_shares
@@ -184,6 +187,12 @@ ON_NODE = [
     VictimRecord("a-chat", team="a", pod_class=INTERACTIVE, priority=100, started_s=1, gpus=1),
 ]
 """A full node; the rest of the cluster has 100 - held_a - 40 GPUs free."""
+OWN_CHATS = [
+    VictimRecord("b-batch", team="b", pod_class=BATCH, started_s=30, gpus=1),
+    VictimRecord("a-chat-2", team="a", pod_class=INTERACTIVE, priority=50, started_s=20, gpus=2),
+    VictimRecord("a-chat-1", team="a", pod_class=INTERACTIVE, priority=50, started_s=10, gpus=1),
+]
+"""A full node: a batch pod of b, and two of a's lower-priority interactive pods."""
 SHARED_GPU = [
     VictimRecord("a-half", team="a", pod_class=BATCH, started_s=10, gpus=0.5),
     VictimRecord("b-half", team="b", pod_class=BATCH, started_s=20, gpus=0.5),
@@ -233,6 +242,10 @@ def team_pod(
         # a holds 50: 50 - 0.5 + 1 > 50, a stays over its share: b's half is not its victim
         # and a's half alone does not free the GPU
         (50, team_pod("a", 1), SHARED_GPU, "the pod would not fit"),
+        # a holds 52: b's batch pod comes first, and goes only with 3 of a's GPUs (52 - 3 +
+        # 1 = 50), so all three are taken; once b's pod is spared, one of a's pods makes
+        # room and a does not grow (1 of its own for 1): a-chat-1 is spared too
+        (52, team_pod("a", 1), OWN_CHATS, ["a-chat-2"]),
     ],
     ids=[
         "swap-own-batch",
@@ -245,6 +258,7 @@ def team_pod(
         "no-room",
         "gives-back-enough-to-share-a-gpu",
         "gives-back-too-little",
+        "spared-other-team-frees-own",
     ],
 )
 def test_choose_victims(
@@ -267,6 +281,85 @@ def test_choose_victims(
         assert not decision.accepted and expected in decision.refused
     else:
         assert [v.uid for v in decision.victims] == expected
+
+
+victim_records = st.builds(
+    VictimRecord,
+    uid=st.uuids().map(str),
+    team=st.sampled_from(["a", "b", "c", ""]),
+    pod_class=st.sampled_from([BATCH, INTERACTIVE, None]),
+    priority=st.sampled_from([0, 50, 100]),
+    preemptible=st.booleans(),
+    started_s=st.integers(0, 5).map(float),
+    gpus=st.integers(1, 3).map(float),
+)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 3), st.integers(0, 20), st.integers(0, 10)), min_size=3, max_size=3
+    ),
+    st.integers(0, 30),
+    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from([BATCH, INTERACTIVE]),
+    st.sampled_from([50, 100]),
+    st.integers(1, 4),
+    st.lists(victim_records, max_size=6, unique_by=lambda v: v.uid),
+)
+def test_choose_victims_against_every_subset(
+    teams: list[tuple[int, int, int]],
+    spare_gpus: int,
+    team: str,
+    pod_class: PodClass,
+    priority: int,
+    size: int,
+    on_node: list[VictimRecord],
+) -> None:
+    """fairpack's victims keep every rule and none of them can be spared; when it finds
+    none, no set of the node's pods would do."""
+    held = np.array([h for _, h, _ in teams], float)
+    capacity = float(held.sum() + spare_gpus)
+    shares = team_shares(
+        ["a", "b", "c"],
+        np.array([w for w, _, _ in teams], float),
+        held,
+        np.array([p for *_, p in teams], float),
+        capacity,
+        np.array([min(p, 1) for *_, p in teams], float),
+    )
+    preemptor_ = team_pod(team, size, pod_class, priority)
+
+    def fits(victims: Sequence[VictimRecord]) -> bool:  # a full node
+        return sum(v.gpus for v in victims) >= size
+
+    def gate(victims: Sequence[VictimRecord]) -> GateDecision:
+        freed = sum(v.gpus for v in victims)
+        own = sum(v.gpus for v in victims if v.team == team)
+        return fair_share_gate(shares, team, size, spare_gpus + freed, own)
+
+    def allowed(victims: Sequence[VictimRecord]) -> bool:
+        return (
+            fits(victims)
+            and not gate(victims).hold
+            and select_victims(preemptor_, victims, shares).accepted
+            and all(v.priority < priority for v in victims)
+        )
+
+    decision = choose_victims(preemptor_, on_node, fits, shares, gate=gate)
+    if decision.accepted:
+        victims = list(decision.victims)
+        assert allowed(victims)
+        if pod_class == BATCH:
+            assert all(v.pod_class == BATCH for v in victims)
+        for i in range(len(victims)):
+            assert not allowed(victims[:i] + victims[i + 1 :]), f"{victims[i].uid} not needed"
+    else:
+        assert not any(
+            allowed(subset)
+            for n in range(1, len(on_node) + 1)
+            for subset in itertools.combinations(on_node, n)
+        )
 
 
 def accepted(*victims: VictimRecord) -> VictimDecision:
