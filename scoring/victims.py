@@ -13,7 +13,10 @@ victim that is:
 * of a team that is not over its share while the preemptor's team would be
   over its own with the pod, its own victims given back: a team under its
   share is not the victim of a team over it (a team that makes room from its
-  own pods and so ends within its share is not over it).
+  own pods and so ends within its share is not over it); nor does such a
+  preemptor take more from a team over its share than that team's excess, so
+  no team is pushed under its share by one that ends over its own (which would
+  then win the GPUs back by the same rule, and so on).
 
 Victims are ordered by :func:`victim_order_key`: batch before interactive, then
 the teams furthest over their share, then lowest priority, then the most
@@ -42,6 +45,7 @@ simulator's preemption both call them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -140,21 +144,34 @@ def _share_refusal(
     preemptor_gpus: float | None,
 ) -> str:
     """Why ``victims`` may not go together for ``preemptor`` by the share rule ("" when they
-    may): one is of another team at or under its share while the preemptor's team, its own
-    victims gone, would be over its share with the pod."""
+    may): the preemptor's team, its own victims gone, would be over its share with the pod,
+    and one is of another team at or under its share, or the victims of another team would
+    leave it under its share."""
     if shares is None:
         return ""
     own = sum(victim.gpus for victim in victims if victim.team == preemptor.team)
     if not preemptor_over_share(preemptor, shares, preemptor_gpus, own):
         return ""
+    evicted: dict[str, float] = {}
     for victim in victims:
-        if victim.team != preemptor.team and _at_or_under_share(shares, victim.team):
+        if victim.team == preemptor.team:
+            continue
+        if _at_or_under_share(shares, victim.team):
             j = shares.index(victim.team)
             assert j is not None
             return (
                 f"pod {victim.uid} is of team {victim.team}, which holds"
                 f" {shares.held[j]:.1f} GPUs of a deserved {shares.deserved[j]:.1f},"
                 f" and team {preemptor.team} would be over its share"
+            )
+        evicted[victim.team] = evicted.get(victim.team, 0.0) + victim.gpus
+    for team, gpus in evicted.items():
+        j = shares.index(team)
+        if j is not None and shares.held[j] - gpus < shares.deserved[j] - EPSILON_GPUS:
+            return (
+                f"evicting {gpus:g} GPUs of team {team}, which holds {shares.held[j]:.1f} of a"
+                f" deserved {shares.deserved[j]:.1f}, would leave it under its share, and team"
+                f" {preemptor.team} would be over its own"
             )
     return ""
 
@@ -210,7 +227,9 @@ def choose_victims(
     pod, most protected first, is spared if all three still hold without it
     (kube-scheduler's reprieve, in fairpack's order), in rounds until none can
     be: no victim left could be spared alone.  The victims come back in that
-    order.
+    order.  Where taking them in order finds no set (the share rule can refuse a
+    set because of a pod that others could replace), a node of at most
+    ``_EVERY_SET_UP_TO`` allowed pods is searched set by set, smallest first.
     """
     allowed = [
         victim
@@ -248,7 +267,12 @@ def choose_victims(
         if not reason:
             break
     else:
-        return VictimDecision(refused=f"even with every pod fairpack may evict here gone, {reason}")
+        found = _first_set(allowed, blocked) if len(allowed) <= _EVERY_SET_UP_TO else None
+        if found is None:
+            return VictimDecision(
+                refused=f"even with every pod fairpack may evict here gone, {reason}"
+            )
+        taken = found
     # Spare what is not needed, most protected first.  Sparing another team's pod can
     # leave fewer of the team's own needed by the share rule, the last one taken
     # included: so again, until a round spares none.
@@ -260,6 +284,22 @@ def choose_victims(
             if spared and not blocked(spared):
                 taken, spared_any = spared, True
     return VictimDecision(victims=tuple(taken))
+
+
+_EVERY_SET_UP_TO = 8
+"""Allowed pods on a node up to which every set of them is tried (255 sets at most)."""
+
+
+def _first_set(
+    allowed: Sequence[VictimRecord], blocked: Callable[[Sequence[VictimRecord]], str]
+) -> list[VictimRecord] | None:
+    """The first set of ``allowed`` that nothing blocks, smallest first, then in their
+    order; None if there is none."""
+    for size in range(1, len(allowed) + 1):
+        for subset in itertools.combinations(allowed, size):
+            if not blocked(subset):
+                return list(subset)
+    return None
 
 
 def node_cost(

@@ -106,6 +106,32 @@ def test_shares_fixture_is_as_documented() -> None:
         # late under its share may also evict steady (also under): only over-share
         # preemptors are restricted
         (preemptor(team="late"), [VictimRecord("s", team="steady", pod_class=BATCH)], True, ""),
+        # with 25 GPUs late ends over its share (10 + 25 > 30): it may take greedy's excess
+        # (70 - 30 = 40, its share)...
+        (
+            preemptor(team="late", gpus=25),
+            [VictimRecord("g", team="greedy", pod_class=BATCH, gpus=30)],
+            True,
+            "",
+        ),
+        # ... but not a GPU more, in one pod or several (70 - 16 - 15 < 40)
+        (
+            preemptor(team="late", gpus=25),
+            [
+                VictimRecord("g1", team="greedy", pod_class=BATCH, gpus=16),
+                VictimRecord("g2", team="greedy", pod_class=BATCH, gpus=15),
+            ],
+            True,
+            "evicting 31 GPUs of team greedy, which holds 70.0 of a deserved 40.0, would leave"
+            " it under its share, and team late would be over its own",
+        ),
+        # ending within its share (10 + 20 <= 30), late may take more
+        (
+            preemptor(team="late", gpus=20),
+            [VictimRecord("g", team="greedy", pod_class=BATCH, gpus=31)],
+            True,
+            "",
+        ),
     ],
     ids=[
         "batch-evicts-batch",
@@ -121,6 +147,9 @@ def test_shares_fixture_is_as_documented() -> None:
         "over-share-gives-back-too-little",
         "under-share-evicts-over-share",
         "under-share-evicts-under-share",
+        "over-share-takes-the-excess",
+        "over-share-pushes-none-under",
+        "within-share-takes-more",
     ],
 )
 def test_select_victims(
@@ -281,6 +310,21 @@ def test_choose_victims(
         assert not decision.accepted and expected in decision.refused
     else:
         assert [v.uid for v in decision.victims] == expected
+
+
+def test_a_set_the_order_misses_is_found_set_by_set() -> None:
+    # late ends over its share with 28 GPUs (10 + 28 > 30), so it may take at most greedy's
+    # excess (30).  In order, g20 and g15 make room but take 35; g13 then adds more.  Of
+    # the sets of two, g15 and g13 make room (28) within greedy's excess.
+    on_node = [
+        VictimRecord("g20", team="greedy", pod_class=BATCH, started_s=5, gpus=20),
+        VictimRecord("g15", team="greedy", pod_class=BATCH, started_s=4, gpus=15),
+        VictimRecord("g13", team="greedy", pod_class=BATCH, started_s=3, gpus=13),
+    ]
+    decision = choose_victims(
+        preemptor(team="late", gpus=28), on_node, lambda v: sum(x.gpus for x in v) >= 28, shares()
+    )
+    assert [v.uid for v in decision.victims] == ["g15", "g13"]
 
 
 victim_records = st.builds(
