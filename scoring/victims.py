@@ -229,7 +229,9 @@ def choose_victims(
     be: no victim left could be spared alone.  The victims come back in that
     order.  Where taking them in order finds no set (the share rule can refuse a
     set because of a pod that others could replace), a node of at most
-    ``_EVERY_SET_UP_TO`` allowed pods is searched set by set, smallest first.
+    ``_EVERY_SET_UP_TO`` allowed pods is searched set by set, smallest first; not
+    where they all gone leave the pod without room or held by the gate (``fits`` and
+    ``gate`` must pass more with more pods gone).
     """
     allowed = [
         victim
@@ -267,7 +269,14 @@ def choose_victims(
         if not reason:
             break
     else:
-        found = _first_set(allowed, blocked) if len(allowed) <= _EVERY_SET_UP_TO else None
+        # The pod fits and the gate passes only more with more pods gone: where either
+        # refuses them all, no set will do.  Only the share rule's refusal is searched.
+        share_refused = reason == _share_refusal(preemptor, allowed, shares, preemptor_gpus)
+        found = (
+            _first_set(allowed, blocked)
+            if share_refused and len(allowed) <= _EVERY_SET_UP_TO
+            else None
+        )
         if found is None:
             return VictimDecision(
                 refused=f"even with every pod fairpack may evict here gone, {reason}"

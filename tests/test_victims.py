@@ -327,6 +327,24 @@ def test_a_set_the_order_misses_is_found_set_by_set() -> None:
     assert [v.uid for v in decision.victims] == ["g15", "g13"]
 
 
+def test_no_set_is_searched_where_every_pod_gone_is_not_enough() -> None:
+    # Eight pods of greedy (over its share) free 8 GPUs; a 9-GPU pod does not fit.  Taking
+    # more pods only frees more, so once all eight are not enough no set of them is: the
+    # node costs one fits call per pod taken in order, not one per set (8 + 255).
+    on_node = [
+        VictimRecord(f"g{i}", team="greedy", pod_class=BATCH, started_s=i, gpus=1) for i in range(8)
+    ]
+    calls: list[int] = []
+
+    def fits(victims: Sequence[VictimRecord]) -> bool:
+        calls.append(len(victims))
+        return sum(v.gpus for v in victims) >= 9
+
+    decision = choose_victims(preemptor(team="late", gpus=9), on_node, fits, shares())
+    assert decision.refused.endswith("the pod would not fit")
+    assert len(calls) == len(on_node)
+
+
 victim_records = st.builds(
     VictimRecord,
     uid=st.uuids().map(str),
