@@ -547,6 +547,7 @@ class Extender:
     def _on_config(self, config: FairpackConfig) -> None:
         if not config.policy.fairness.enabled:
             self._forget_deserved(self._deserved_shown.keys())
+            self._fair_cache = None  # enabled again, the same shares are shown again
         if config.policy.shapes != self.fragments.config:
             self.fragments = OnlineFragments(config.policy.shapes, keep_growth_by_shape=True)
         self._requests.clear()

@@ -136,6 +136,22 @@ async def test_deserved_gpus_are_shown_for_the_teams_in_the_shares_alone() -> No
     assert off == {}
 
 
+async def test_deserved_gpus_are_shown_again_once_fairness_is_enabled_again() -> None:
+    extender = platform()
+    running(extender, "b-0", request(gpus=2), "gpu-0", "ml-team-b")
+    running(extender, "a-0", request(gpus=2), "gpu-0", "ml-team-a")
+    async with serve(extender) as client:
+        await post(client, "filter", filter_body(pod("a-1", namespace="ml-team-a"), ["gpu-1"]))
+        before = deserved_shown(extender)
+        extender.config.update({"config.yaml": "policy:\n  fairness:\n    enabled: false\n"})
+        extender.config.update({"config.yaml": "policy:\n  fairness:\n    enabled: true\n"})
+        # a pod that fits nowhere changes nothing: the shares are those of before
+        too_big = pod("a-2", request(gpus=16), namespace="ml-team-a")
+        await post(client, "filter", filter_body(too_big, ["gpu-1"]))
+        after = deserved_shown(extender)
+    assert before and after == before
+
+
 # --- holds that lift ----------------------------------------------------------------------------
 
 
