@@ -129,6 +129,7 @@ _PLAIN_MESSAGES = {
     "tuple_type": "expected a list",
     "frozen_set_type": "expected a list",
     "model_type": "expected a mapping",
+    "dict_type": "expected a mapping",
 }
 _MAX_PROBLEMS = 3
 

@@ -60,6 +60,11 @@ def test_yaml_and_json_both_load() -> None:
             "nodes:\n  spot_values: spot\n", "nodes.spot_values: expected a list", id="set"
         ),
         pytest.param("policy: [1]\n", "policy: expected a mapping", id="section-not-a-mapping"),
+        pytest.param(
+            "policy:\n  weights: [1]\n",
+            "policy.weights: expected a mapping",
+            id="dict-not-a-mapping",
+        ),
         pytest.param("resources:\n  gpu: ''\n", "resources.gpu: ", id="empty-resource"),
         pytest.param("- a\n- b\n", "expected a mapping", id="not-a-mapping"),
         pytest.param("policy: [\n", "not YAML or JSON", id="not-yaml"),
