@@ -171,7 +171,9 @@ def parse_config(data: Mapping[str, str] | None) -> FairpackConfig:
     key = next((key for key in CONFIG_KEYS if key in data), None)
     if key is None and data:  # a misnamed key would otherwise run the defaults silently
         found = ", ".join(sorted(data))
-        raise ConfigError(f"no config.yaml key (found {found}): put the policy under config.yaml")
+        raise ConfigError(
+            f"no config.yaml, config.yml or config.json key (found {found}): put the policy under config.yaml"
+        )
     if key is None:
         return FairpackConfig()
     try:

@@ -19,7 +19,8 @@ def test_a_configmap_without_the_config_key_is_refused() -> None:
     with pytest.raises(ConfigError) as error:
         parse_config({"policy.yaml": "policy:\n  weights:\n    best_fit: 1\n"})
     assert str(error.value) == (
-        "no config.yaml key (found policy.yaml): put the policy under config.yaml"
+        "no config.yaml, config.yml or config.json key (found policy.yaml): put the policy"
+        " under config.yaml"
     )
 
 
