@@ -172,7 +172,8 @@ def parse_config(data: Mapping[str, str] | None) -> FairpackConfig:
     if key is None and data:  # a misnamed key would otherwise run the defaults silently
         found = ", ".join(sorted(data))
         raise ConfigError(
-            f"no config.yaml, config.yml or config.json key (found {found}): put the policy under config.yaml"
+            f"no config.yaml, config.yml or config.json key (found {found}):"
+            " put the policy under config.yaml"
         )
     if key is None:
         return FairpackConfig()
