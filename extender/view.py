@@ -30,7 +30,14 @@ from typing import Literal
 import numpy as np
 
 from extender.objects import NamespaceInfo, PodInfo, PriorityClassInfo, QuotaInfo
-from scoring import MILLI_PER_GPU, ClusterState, NodeSpec, PodRequest, choose_gpus
+from scoring import (
+    MILLI_PER_GPU,
+    ClusterState,
+    NodeSpec,
+    PodRequest,
+    choose_gpus,
+    fits_when_empty,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +171,15 @@ class ClusterView:
         self._pending_milli: dict[tuple[str, str], int] = {}
         self._allocated_model_milli: dict[tuple[str, str], int] = {}
         self._pending_sizes: dict[str, dict[int, int]] = {}
+        """Per team, its pending pods' GPU milli, counted by size: of the pods some node
+        could take once empty (fair shares count no others)."""
+        self._pending_runnable_milli: dict[str, int] = {}
+        """Per team, the GPU milli of those pods."""
+        self._pending_requests: dict[PodRequest, int] = {}
+        """Every pending GPU pod's request (resolved, with its team), counted."""
+        self._runs: dict[PodRequest, bool] = {}
+        """Per request, whether some node of the current arrays could take it once empty
+        (``scoring.fits_when_empty``); cleared when they are rebuilt."""
         self._pending_multi_gpu: dict[str, None] = {}
         self._tentative: dict[str, float] = {}
         """UIDs assumed at filter time, oldest first, with when."""
@@ -278,11 +294,17 @@ class ClusterView:
         return quota
 
     def fair_ledger(self) -> FairLedger:
-        """GPUs held per (team, GPU model) and pending per team: what fair shares need."""
-        pending: dict[str, float] = {}
-        for (team, _), milli in self._pending_milli.items():
-            if milli:
-                pending[team] = pending.get(team, 0.0) + milli / MILLI_PER_GPU
+        """GPUs held per (team, GPU model) and pending per team: what fair shares need.
+
+        Pending counts only the pods some node could take once empty: a pod asking for
+        16 GPUs on 8-GPU nodes, or for a GPU model the cluster lacks, waits for nothing,
+        and must not hold other teams' pods back (or raise its team's share)."""
+        _ = self.state  # counted against the nodes as they are now
+        pending = {
+            team: milli / MILLI_PER_GPU
+            for team, milli in self._pending_runnable_milli.items()
+            if milli
+        }
         return FairLedger(
             {
                 key: milli / MILLI_PER_GPU
@@ -683,16 +705,46 @@ class ClusterView:
             )
         else:
             self._pending_milli[key] = self._pending_milli.get(key, 0) + sign * milli
-            sizes = self._pending_sizes.setdefault(entry.team, {})
-            sizes[milli] = sizes.get(milli, 0) + sign
-            if not sizes[milli]:
-                del sizes[milli]
+            request = entry.request
+            self._pending_requests[request] = self._pending_requests.get(request, 0) + sign
+            if not self._pending_requests[request]:
+                del self._pending_requests[request]
+            if self._could_run(request):
+                self._count_runnable(entry.team, milli, sign)
             if entry.request.gpu_count > 1:
                 self.pending_multi_gpu_version += 1
                 if sign > 0:
                     self._pending_multi_gpu[entry.info.uid] = None
                 else:
                     self._pending_multi_gpu.pop(entry.info.uid, None)
+
+    def _count_runnable(self, team: str, milli: int, count: int) -> None:
+        """Count ``count`` (negative: take back) pending pods of ``milli`` for ``team``
+        among those some node could take."""
+        self._pending_runnable_milli[team] = (
+            self._pending_runnable_milli.get(team, 0) + count * milli
+        )
+        sizes = self._pending_sizes.setdefault(team, {})
+        sizes[milli] = sizes.get(milli, 0) + count
+        if not sizes[milli]:
+            del sizes[milli]
+
+    def _could_run(self, request: PodRequest) -> bool:
+        runs = self._runs.get(request)
+        if runs is None:
+            # The arrays as they are: a node change rebuilds them and counts again.
+            runs = self._runs[request] = fits_when_empty(self._state, request)
+        return runs
+
+    def _recount_runnable(self) -> None:
+        """After the nodes changed: which pending pods some node could take, again."""
+        self._runs.clear()
+        self._pending_runnable_milli.clear()
+        self._pending_sizes.clear()
+        for request, count in self._pending_requests.items():
+            if self._could_run(request):
+                self._count_runnable(request.team, request.gpu_milli, count)
+        self.fair_version += 1
 
     def _remodel(self, name: str) -> None:
         """Count the GPUs held on node ``name`` under the model it has now (none once it
@@ -726,6 +778,7 @@ class ClusterView:
         # id(), which a new object may reuse: newer row versions make every row stale.
         fresh.row_version[:] = int(old.row_version.max(initial=0)) + 1
         self._state = fresh
+        self._recount_runnable()
         # Pods of changed, new and deleted nodes lost their placement with the old arrays.
         touched = [uid for name in stale for uid in self._by_node.get(name, {})]
         self._stale_nodes = set()

@@ -5,7 +5,7 @@ plain arrays and get masks, reasons and scores back.
 """
 
 from scoring.candidates import Candidates
-from scoring.feasibility import Check, CheckKind, Feasibility, check_feasibility
+from scoring.feasibility import Check, CheckKind, Feasibility, check_feasibility, fits_when_empty
 from scoring.fragmentation import FragmentAggregates, ShapeTable, node_fragment
 from scoring.gpus import choose_gpus
 from scoring.placement import Evaluation, evaluate, extender_priorities
@@ -39,5 +39,6 @@ __all__ = [
     "choose_gpus",
     "evaluate",
     "extender_priorities",
+    "fits_when_empty",
     "node_fragment",
 ]

@@ -190,3 +190,16 @@ def check_feasibility(
     for passed in deciding:
         mask &= passed
     return Feasibility(request, all_rows, mask, tuple(checks))
+
+
+def fits_when_empty(state: ClusterState, request: PodRequest) -> bool:
+    """Whether some node could take the pod once nothing else ran there: every check but
+    the free-capacity ones (those evicting pods can fix) passes on some node.  A pod for
+    which none does waits for a node that does not exist (16 GPUs on 8-GPU nodes, a GPU
+    model the cluster lacks)."""
+    outcome = check_feasibility(state, request)
+    fits = np.ones(state.n_nodes, dtype=bool)
+    for kind, passed in outcome.checks:
+        if kind not in RESOLVABLE:
+            fits &= passed
+    return bool(fits.any())

@@ -249,6 +249,32 @@ async def test_the_waiting_team_passes_the_gate() -> None:
     assert answer["NodeNames"] == ["gpu-1"]
 
 
+@pytest.mark.parametrize(
+    ("b_pending", "passed"),
+    [
+        # b waits for two H100s in a cluster of A100s: for nothing, so a is not held
+        ([request(gpus=2, models=["NVIDIA-H100-80GB-HBM3"])], ["gpu-1"]),
+        # ... nor for GPUs of 100 GiB
+        ([request(gpus=2, min_gpu_memory_mib=102_400)], ["gpu-1"]),
+        # b waits for 2 GPUs it could have and 1 would be free (2 - 1): a is held
+        ([request(gpus=2, models=["NVIDIA-H100-80GB-HBM3"]), request(gpus=2)], []),
+    ],
+    ids=["model-the-cluster-lacks", "memory-no-gpu-has", "and-a-pod-that-could-run"],
+)
+async def test_a_pod_no_node_could_take_holds_nobody_back(
+    b_pending: list[PodRequest], passed: list[str]
+) -> None:
+    # As in the test above: a holds 14 of a deserved 10.7, b deserves 5.3.
+    extender = platform()
+    team_a_holds_14(extender)
+    for i, req in enumerate(b_pending):
+        pending(extender, f"b-{i}", req, "ml-team-b")
+    greedy = pod("a-2", request(gpus=1), namespace="ml-team-a")
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(greedy, ["gpu-0", "gpu-1"]))
+    assert answer["NodeNames"] == passed
+
+
 async def test_filter_never_idles_gpus_when_nobody_else_waits() -> None:
     # a holds 14 of 16 and nobody else asks: it borrows the rest
     extender = platform()

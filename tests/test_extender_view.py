@@ -634,3 +634,21 @@ def test_deferred_work_that_changes_the_view_keeps_its_place_in_line() -> None:
     assert view.unsettled and free == []
     view.settle()
     assert free == [8000, 6000] and not view.unsettled
+
+
+def test_fair_shares_count_the_pending_pods_some_node_could_take() -> None:
+    # A pod waiting for an H100 in a cluster of A100s waits for nothing: fair shares leave
+    # it out, until a node that could take it arrives, and again once that node is gone.
+    view = ClusterView([node("a100", gpus=8)])
+    view.apply(Upserted("pod", pod_info("h", "", request(gpus=2, models=["H100"]))))
+    view.apply(Upserted("pod", pod_info("big", "", request(gpus=16))))
+    view.apply(Upserted("pod", pod_info("fits", "", request(gpus=1))))
+    ledger = view.fair_ledger()
+    assert ledger.pending == {"team-a": 1.0} and ledger.smallest_pending == {"team-a": 1.0}
+    view.apply(Upserted("node", node("h100", gpus=8, model="H100")))
+    assert view.fair_ledger().pending == {"team-a": 3.0}
+    view.apply(Deleted("node", "h100"))
+    assert view.fair_ledger().pending == {"team-a": 1.0}
+    view.apply(Deleted("pod", "fits"))
+    assert view.fair_ledger().pending == {}
+    assert view.fair_ledger().smallest_pending == {}

@@ -18,7 +18,7 @@ from builders import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scoring import ClusterState, NodeSpec, PodRequest, check_feasibility
+from scoring import ClusterState, NodeSpec, PodRequest, check_feasibility, fits_when_empty
 from scoring.feasibility import CheckKind, reason
 
 FITS = -1
@@ -334,3 +334,37 @@ def test_masks_match_a_scalar_reference(
     assert check_feasibility(state, request_).failed_check.tolist() == [
         reference_first_failure(state, row, request_) for row in range(state.n_nodes)
     ]
+
+
+# --- what no node could ever take -------------------------------------------------------------
+
+
+def full_fleet() -> ClusterState:
+    """An 8-GPU node of model A (80 GiB GPUs) and a 4-GPU node of model B, both full."""
+    state = state_of(
+        node("a", 8, model="A", gpu_memory_mib=81_920),
+        node("b", 4, model="B", cpu_milli=16_000, gpu_memory_mib=24_576),
+    )
+    set_free(state, 0, [0] * 8, cpu_free_milli=0, memory_free_mib=0)
+    return set_free(state, 1, [0] * 4, cpu_free_milli=0, memory_free_mib=0)
+
+
+@pytest.mark.parametrize(
+    ("request_", "fits"),
+    [
+        (whole(8), True),  # nothing free now, but node a once empty
+        (whole(16), False),  # no node has 16 GPUs
+        (whole(4, models=["B"]), True),
+        (whole(8, models=["B"]), False),  # B nodes have 4
+        (whole(1, models=["C"]), False),  # no model C here
+        (whole(1, min_gpu_memory_mib=40_960), True),  # A's 80 GiB
+        (whole(2, models=["B"], min_gpu_memory_mib=40_960), False),  # B's are 24 GiB
+        (whole(4, models=["B"], cpu_milli=32_000), False),  # B has 16 cores
+        (cpu_only(64_000), True),
+        (cpu_only(65_000), False),
+    ],
+)
+def test_fits_when_empty_ignores_what_is_free(request_: PodRequest, fits: bool) -> None:
+    state = full_fleet()
+    assert not check_feasibility(state, request_).mask.any()  # nothing fits now
+    assert fits_when_empty(state, request_) is fits
