@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -652,3 +653,110 @@ def test_fair_shares_count_the_pending_pods_some_node_could_take() -> None:
     view.apply(Deleted("pod", "fits"))
     assert view.fair_ledger().pending == {}
     assert view.fair_ledger().smallest_pending == {}
+
+
+# -- fair shares count what some node could take, whatever the events ----------------------------
+
+NAMESPACES = ["ns-0", "ns-1"]
+sized_nodes = st.builds(
+    lambda name, gpus, model, gpu_memory: node(
+        name, gpus=gpus, model=model, gpu_memory_mib=gpu_memory, cpu_milli=64_000
+    ),
+    st.sampled_from(NODE_NAMES),
+    st.sampled_from([0, 2, 4, 8]),
+    st.sampled_from(["A100", "H100"]),
+    st.sampled_from([40_960, 81_920]),
+)
+gpu_requests = st.builds(
+    lambda gpus, models, gpu_memory, cpu: request(
+        gpus=gpus, models=models, min_gpu_memory_mib=gpu_memory, cpu_milli=cpu, memory_mib=1024
+    ),
+    st.sampled_from([1, 2, 4, 8, 16]),
+    st.sampled_from([(), ("A100",), ("H100",), ("V100",)]),
+    st.sampled_from([0, 0, 81_920, 102_400]),
+    st.sampled_from([500, 100_000]),
+)
+UIDS = ["p0", "p1", "p2", "p3"]
+ledger_steps = st.one_of(
+    st.builds(lambda spec: Upserted("node", spec), sized_nodes),
+    st.builds(lambda name: Deleted("node", name), st.sampled_from(NODE_NAMES)),
+    st.builds(lambda specs: Replaced("node", specs), st.lists(sized_nodes, max_size=3)),
+    st.builds(
+        lambda uid, where, req, ns: Upserted("pod", pod_info(uid, where, req, namespace=ns)),
+        st.sampled_from(UIDS),
+        st.sampled_from(["", "", *NODE_NAMES]),
+        gpu_requests,
+        st.sampled_from(NAMESPACES),
+    ),
+    st.builds(lambda uid: Deleted("pod", uid), st.sampled_from(UIDS)),
+    st.builds(
+        lambda ns, team: Upserted("namespace", NamespaceInfo(ns, team)),
+        st.sampled_from(NAMESPACES),
+        st.sampled_from([*NAMESPACES, "vision"]),
+    ),
+    st.builds(lambda ns: Deleted("namespace", ns), st.sampled_from(NAMESPACES)),
+    st.builds(
+        lambda teams: Replaced("namespace", [NamespaceInfo(ns, t) for ns, t in teams.items()]),
+        st.dictionaries(st.sampled_from(NAMESPACES), st.just("vision")),
+    ),
+    st.builds(
+        lambda uid, where: ("assume", uid, where),
+        st.sampled_from(UIDS),
+        st.sampled_from(NODE_NAMES),
+    ),
+    st.builds(lambda uid: ("unassume", uid), st.sampled_from(UIDS)),
+    st.just(("read",)),
+)
+
+
+def relisted(view: ClusterView) -> ClusterView:
+    """A fresh view of the same nodes, namespaces and pods (where the view has each now)."""
+    fresh = ClusterView(list(view.nodes.values()))
+    fresh.apply(
+        Replaced(
+            "namespace",
+            [NamespaceInfo(ns, view.team_of(ns)) for ns in NAMESPACES if view.team_of(ns) != ns],
+        )
+    )
+    fresh.apply(Replaced("pod", [replace(p.info, node=p.node) for p in view.pods()]))
+    return fresh
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(sized_nodes, max_size=3, unique_by=lambda s: s.name),
+    st.lists(ledger_steps, max_size=25),
+)
+def test_pending_fair_shares_always_equal_a_fresh_lists(
+    initial: list[Any], sequence: list[Any]
+) -> None:
+    # Nodes come, go and change model or size; pods wait for models, memory and GPU counts
+    # some node may lack, are bound, assumed and move between teams: what fair shares see
+    # waiting is at every step what a fresh list of the same objects sees.
+    view = ClusterView(initial)
+    for step in sequence:
+        if not isinstance(step, tuple):
+            view.apply(step)
+        elif step[0] == "assume":
+            _, uid, where = step
+            placement, state = view.lookup(uid), view.state
+            row = state.row_of(where)
+            if placement is None or placement.node or row is None:
+                continue
+            req = placement.info.request
+            slots = np.flatnonzero(state.free_milli[row] >= 1000)[: req.gpu_count].tolist()
+            fits = (
+                len(slots) == req.gpu_count
+                and state.cpu_free_milli[row] >= req.cpu_milli
+                and state.memory_free_mib[row] >= req.memory_mib
+            )
+            if fits:
+                view.assume(placement.info, where, slots, tentative=True)
+        elif step[0] == "unassume":
+            view.unassume(step[1])
+        else:
+            view.state  # noqa: B018 - a read rebuilds the arrays between node changes
+        ledger, fresh = view.fair_ledger(), relisted(view).fair_ledger()
+        assert ledger.pending == fresh.pending
+        assert ledger.smallest_pending == fresh.smallest_pending
+        assert ledger.held == fresh.held
