@@ -142,6 +142,26 @@ class Allocation:
     gpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
+_NodeKind = tuple[int, str, int, int, int]
+
+
+def _node_kinds(specs: Iterable[NodeSpec]) -> dict[_NodeKind, NodeSpec]:
+    """One node per kind: GPU count, model and memory, CPU and memory, all that
+    ``scoring.fits_when_empty`` reads.  Some node takes a pod once empty exactly when one
+    of these does: at 5,000 nodes, ~15 us a request instead of ~150 us."""
+    kinds: dict[_NodeKind, NodeSpec] = {}
+    for spec in specs:
+        kind = (
+            spec.gpu_count,
+            spec.gpu_model,
+            spec.gpu_memory_mib,
+            spec.cpu_milli,
+            spec.memory_mib,
+        )
+        kinds.setdefault(kind, spec)
+    return kinds
+
+
 class ClusterView:
     """Nodes, pods, teams and their GPUs, kept exact by :meth:`apply`.
 
@@ -179,7 +199,10 @@ class ClusterView:
         """Every pending GPU pod's request (resolved, with its team), counted."""
         self._runs: dict[PodRequest, bool] = {}
         """Per request, whether some node of the current arrays could take it once empty
-        (``scoring.fits_when_empty``); cleared when they are rebuilt."""
+        (``scoring.fits_when_empty``); asked again when the node kinds change."""
+        self._kinds = _node_kinds(self._nodes.values())
+        self._kind_state = ClusterState.from_nodes(list(self._kinds.values()))
+        """One node of each kind: what ``fits_when_empty`` reads, over a few rows."""
         self._pending_multi_gpu: dict[str, None] = {}
         self._tentative: dict[str, float] = {}
         """UIDs assumed at filter time, oldest first, with when."""
@@ -732,12 +755,13 @@ class ClusterView:
     def _could_run(self, request: PodRequest) -> bool:
         runs = self._runs.get(request)
         if runs is None:
-            # The arrays as they are: a node change rebuilds them and counts again.
-            runs = self._runs[request] = fits_when_empty(self._state, request)
+            # The nodes of the arrays as they are: a rebuild that changes their kinds
+            # counts again.
+            runs = self._runs[request] = fits_when_empty(self._kind_state, request)
         return runs
 
     def _recount_runnable(self) -> None:
-        """After the nodes changed: which pending pods some node could take, again."""
+        """After the node kinds changed: which pending pods some node could take, again."""
         self._runs.clear()
         self._pending_runnable_milli.clear()
         self._pending_sizes.clear()
@@ -778,7 +802,11 @@ class ClusterView:
         # id(), which a new object may reuse: newer row versions make every row stale.
         fresh.row_version[:] = int(old.row_version.max(initial=0)) + 1
         self._state = fresh
-        self._recount_runnable()
+        kinds = _node_kinds(specs)
+        if kinds.keys() != self._kinds.keys():  # else every answer stands
+            self._kinds = kinds
+            self._kind_state = ClusterState.from_nodes(list(kinds.values()))
+            self._recount_runnable()
         # Pods of changed, new and deleted nodes lost their placement with the old arrays.
         touched = [uid for name in stale for uid in self._by_node.get(name, {})]
         self._stale_nodes = set()

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from extender import ClusterView, Deleted, Replaced, Upserted
 from extender.objects import NamespaceInfo
 from extender.watch import ViewFeed
-from scoring import PodClass
+from scoring import PodClass, fits_when_empty
 
 
 class FakeClock:
@@ -760,3 +760,33 @@ def test_pending_fair_shares_always_equal_a_fresh_lists(
         assert ledger.pending == fresh.pending
         assert ledger.smallest_pending == fresh.smallest_pending
         assert ledger.held == fresh.held
+
+
+def test_node_changes_ask_again_only_when_the_kinds_of_nodes_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Whether some node could take a pod, asked over every node, took ~150 us a request at
+    # 5,000 nodes: 0.4 s on the next filter's path after any node change, with 3,000
+    # distinct pending requests. One node of each kind answers the same.
+    asked: list[int] = []
+
+    def spy(state: Any, req: Any) -> bool:
+        asked.append(state.n_nodes)
+        return fits_when_empty(state, req)
+
+    monkeypatch.setattr("extender.view.fits_when_empty", spy)
+    view = ClusterView(nodes(4))
+    for i in range(3):
+        view.apply(Upserted("pod", pod_info(f"p{i}", "", request(gpus=1, cpu_milli=1000 + i))))
+    view.apply(Upserted("pod", pod_info("h", "", request(gpus=1, models=["H100"]))))
+    assert asked == [1, 1, 1, 1]  # over the one kind of node
+    asked.clear()
+    view.apply(Upserted("node", node("gpu-9")))  # one more of the same kind
+    view.apply(Deleted("node", "gpu-0"))
+    view.apply(Upserted("node", node("gpu-1", spot=True)))  # nothing fits_when_empty reads
+    assert view.fair_ledger().pending == {"team-a": 3.0} and asked == []
+    view.apply(Upserted("node", node("h100", model="H100")))
+    assert view.fair_ledger().pending == {"team-a": 4.0} and asked == [2, 2, 2, 2]
+    asked.clear()
+    view.apply(Deleted("node", "h100"))
+    assert view.fair_ledger().pending == {"team-a": 3.0} and asked == [1, 1, 1, 1]
