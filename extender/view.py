@@ -773,7 +773,11 @@ class ClusterView:
     def _remodel(self, name: str) -> None:
         """Count the GPUs held on node ``name`` under the model it has now (none once it
         is gone), as a fresh list would: fair shares value held GPUs by model, and pods
-        may be seen before their node, or the node relabelled, while they run."""
+        may be seen before their node, or the node relabelled, while they run.  Which
+        pending pods some node could take may change too: they are counted again at the
+        rebuild, but whoever watches ``fair_version`` (the requeue of held pods) must
+        know now."""
+        self.fair_version += 1
         spec = self._nodes.get(name)
         model = spec.gpu_model if spec is not None else ""
         for uid in self._by_node.get(name, {}):

@@ -239,6 +239,37 @@ async def test_the_service_asks_kube_scheduler_to_retry_a_pod_whose_hold_lifted(
     assert extender.metrics.holds_lifted._value.get() == 1
 
 
+async def test_a_hold_lifts_when_a_node_change_leaves_the_waiting_team_nothing_to_wait_for() -> (
+    None
+):
+    # b (weight now 4, as a's) waits for two 8-GPU pods of H100s, which only the empty
+    # h100 node has: of 24 GPUs a deserves 12 and holds 14, so a-2 is held. The h100 node
+    # goes: b waits for nothing, and a-2 must be retried (no team's GPUs changed).
+    requeuer = RecordingRequeuer()
+    extender = platform()
+    extender.requeuer = requeuer
+    extender.view.apply(Upserted("quota", QuotaInfo("ml-team-b", "gpu-quota", 4)))
+    extender.view.apply(Upserted("node", node("h100", model="H100")))
+    team_a_holds_14(extender)
+    for i in range(2):
+        pending(extender, f"b-{i}", request(gpus=8, models=["H100"]), "ml-team-b")
+    manifest = add(extender, pod("a-2", request(gpus=1), namespace="ml-team-a"))
+    held = extender.filter(ExtenderArgs.model_validate(filter_body(manifest, ["gpu-1"])))
+    assert held["NodeNames"] == []
+    loop = asyncio.create_task(extender.requeue_lifted_holds(interval_s=0.01))
+    try:
+        await asyncio.sleep(0.05)
+        assert requeuer.requeued == []
+        extender.view.apply(Deleted("node", "h100"))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if requeuer.requeued:
+                break
+    finally:
+        loop.cancel()
+    assert requeuer.requeued == [("ml-team-a", "a-2")]
+
+
 async def test_the_waiting_team_passes_the_gate() -> None:
     extender = platform()
     team_a_holds_14(extender)
