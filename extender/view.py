@@ -580,10 +580,14 @@ class ClusterView:
                     entry.tentative = False
                     self._charge(entry, +1)  # kube-scheduler bound it where filter counted it
         # Compared as the view keeps it (with its team): the watch's request carries none.
-        if info.node == entry.node and self._resolve(info.request, entry.team) == entry.request:
+        if (
+            info.node == entry.node
+            and info.namespace == entry.info.namespace  # (a UID reused elsewhere: its team)
+            and self._resolve(info.request, entry.team) == entry.request
+        ):
             entry.info = info
             return
-        # Bound elsewhere, bound at last, or resized: take it out and put it back.
+        # Bound elsewhere, bound at last, resized, or another namespace's: out and back in.
         self._remove(entry)
         self._upsert_pod(info)
 

@@ -790,3 +790,19 @@ def test_node_changes_ask_again_only_when_the_kinds_of_nodes_change(
     asked.clear()
     view.apply(Deleted("node", "h100"))
     assert view.fair_ledger().pending == {"team-a": 3.0} and asked == [1, 1, 1, 1]
+
+
+def test_a_uid_seen_in_another_namespace_counts_for_that_namespaces_team() -> None:
+    # Kubernetes never moves a pod, but a UID the view knows may come back in another
+    # namespace (a test double, a restored backup): it counts where it is shown now.
+    view = ClusterView([node("n0", gpus=2)])
+    view.apply(Upserted("pod", pod_info("p1", "n0", request(gpus=1), namespace="ns-0")))
+    view.apply(Upserted("pod", pod_info("p1", "n0", request(gpus=1), namespace="ns-1")))
+    assert (
+        view.fair_ledger().held
+        == fresh_view(
+            [node("n0", gpus=2)], [pod_info("p1", "n0", request(gpus=1), namespace="ns-1")]
+        )
+        .fair_ledger()
+        .held
+    )
