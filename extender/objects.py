@@ -41,6 +41,8 @@ class PodInfo:
     request: PodRequest
     terminal: bool = False
     started_s: float = 0.0
+    gated: bool = False
+    """Pending behind ``schedulingGates``: kube-scheduler does not try it yet."""
 
     @property
     def key(self) -> str:
@@ -237,6 +239,7 @@ def pod_info(pod: Pod, config: FairpackConfig) -> PodInfo:
         request=pod_request(pod, config),
         terminal=phase in TERMINAL_PHASES,
         started_s=started,
+        gated=bool(pod.spec and pod.spec.scheduling_gates),
     )
 
 

@@ -195,8 +195,9 @@ class ClusterView:
         could take once empty (fair shares count no others)."""
         self._pending_runnable_milli: dict[str, int] = {}
         """Per team, the GPU milli of those pods."""
-        self._pending_requests: dict[PodRequest, int] = {}
-        """Every pending GPU pod's request (resolved, with its team), counted."""
+        self._pending_requests: dict[tuple[PodRequest, bool], int] = {}
+        """Every pending GPU pod's request (resolved, with its team) and whether it is
+        gated (``schedulingGates``), counted."""
         self._runs: dict[PodRequest, bool] = {}
         """Per request, whether some node of the current arrays could take it once empty
         (``scoring.fits_when_empty``); asked again when the node kinds change."""
@@ -319,9 +320,11 @@ class ClusterView:
     def fair_ledger(self) -> FairLedger:
         """GPUs held per (team, GPU model) and pending per team: what fair shares need.
 
-        Pending counts only the pods some node could take once empty: a pod asking for
-        16 GPUs on 8-GPU nodes, or for a GPU model the cluster lacks, waits for nothing,
-        and must not hold other teams' pods back (or raise its team's share)."""
+        Pending counts only the pods some node could take once empty, and that no
+        scheduling gate keeps from kube-scheduler: a pod asking for 16 GPUs on 8-GPU
+        nodes, for a GPU model the cluster lacks, or still gated (a queue such as Kueue
+        holds it) waits for nothing yet, and must not hold other teams' pods back (or
+        raise its team's share)."""
         _ = self.state  # counted against the nodes as they are now
         pending = {
             team: milli / MILLI_PER_GPU
@@ -583,6 +586,7 @@ class ClusterView:
         if (
             info.node == entry.node
             and info.namespace == entry.info.namespace  # (a UID reused elsewhere: its team)
+            and info.gated == entry.info.gated  # a gate lifted: it waits for GPUs now
             and self._resolve(info.request, entry.team) == entry.request
         ):
             entry.info = info
@@ -732,11 +736,12 @@ class ClusterView:
             )
         else:
             self._pending_milli[key] = self._pending_milli.get(key, 0) + sign * milli
-            request = entry.request
-            self._pending_requests[request] = self._pending_requests.get(request, 0) + sign
-            if not self._pending_requests[request]:
-                del self._pending_requests[request]
-            if self._could_run(request):
+            request, gated = entry.request, entry.info.gated
+            pending = self._pending_requests
+            pending[request, gated] = pending.get((request, gated), 0) + sign
+            if not pending[request, gated]:
+                del pending[request, gated]
+            if not gated and self._could_run(request):
                 self._count_runnable(entry.team, milli, sign)
             if entry.request.gpu_count > 1:
                 self.pending_multi_gpu_version += 1
@@ -769,8 +774,8 @@ class ClusterView:
         self._runs.clear()
         self._pending_runnable_milli.clear()
         self._pending_sizes.clear()
-        for request, count in self._pending_requests.items():
-            if self._could_run(request):
+        for (request, gated), count in self._pending_requests.items():
+            if not gated and self._could_run(request):
                 self._count_runnable(request.team, request.gpu_milli, count)
         self.fair_version += 1
 

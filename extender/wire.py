@@ -62,6 +62,10 @@ class Container(KubeModel):
     restart_policy: str | None = None
 
 
+class SchedulingGate(KubeModel):
+    name: str | None = None
+
+
 class PodSpec(KubeModel):
     containers: list[Container | None] | None = None
     init_containers: list[Container | None] | None = None
@@ -73,6 +77,8 @@ class PodSpec(KubeModel):
     priority: int | None = None
     priority_class_name: str | None = None
     scheduler_name: str | None = None
+    scheduling_gates: list[SchedulingGate | None] | None = None
+    """While any is left, kube-scheduler does not try the pod (``PodSchedulingReadiness``)."""
 
 
 class PodStatus(KubeModel):

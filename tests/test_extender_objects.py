@@ -200,6 +200,22 @@ def test_pod_info_reads_identity_node_and_phase() -> None:
     assert (info.uid, info.key, info.node, info.terminal) == ("u-1", "ns/p", "n-1", True)
 
 
+@pytest.mark.parametrize(
+    ("gates", "gated"),
+    [
+        ([{"name": "kueue.x-k8s.io/admission"}], True),
+        ([], False),
+        (None, False),
+        ([None], True),  # a gate kube-scheduler would see, however it is written
+    ],
+    ids=["one-gate", "no-gates", "null", "null-gate"],
+)
+def test_pod_info_reads_scheduling_gates(gates: Any, gated: bool) -> None:
+    body = pod("p", request(gpus=1))
+    body["spec"]["schedulingGates"] = gates
+    assert pod_info(Pod.model_validate(body), CONFIG).gated is gated
+
+
 def kube_node(labels: dict[str, str], gpus: str = "8") -> Node:
     return Node.model_validate(
         {

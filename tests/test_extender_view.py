@@ -682,11 +682,14 @@ ledger_steps = st.one_of(
     st.builds(lambda name: Deleted("node", name), st.sampled_from(NODE_NAMES)),
     st.builds(lambda specs: Replaced("node", specs), st.lists(sized_nodes, max_size=3)),
     st.builds(
-        lambda uid, where, req, ns: Upserted("pod", pod_info(uid, where, req, namespace=ns)),
+        lambda uid, where, req, ns, gated: Upserted(
+            "pod", replace(pod_info(uid, where, req, namespace=ns), gated=gated and not where)
+        ),
         st.sampled_from(UIDS),
         st.sampled_from(["", "", *NODE_NAMES]),
         gpu_requests,
         st.sampled_from(NAMESPACES),
+        st.booleans(),  # pending behind schedulingGates (a bound pod has none)
     ),
     st.builds(lambda uid: Deleted("pod", uid), st.sampled_from(UIDS)),
     st.builds(
@@ -806,3 +809,17 @@ def test_a_uid_seen_in_another_namespace_counts_for_that_namespaces_team() -> No
         .fair_ledger()
         .held
     )
+
+
+def test_a_gated_pod_waits_for_no_gpus_until_its_gates_are_gone() -> None:
+    # A queue (Kueue) keeps the pod behind schedulingGates: kube-scheduler does not try it,
+    # so fair shares count it only once the gates are gone.
+    view = ClusterView([node("n0", gpus=8)])
+    gated = replace(pod_info("q", "", request(gpus=2)), gated=True)
+    view.apply(Upserted("pod", gated))
+    assert view.fair_ledger().pending == {}
+    assert view.allocation().pending == {("team-a", "batch"): 2.0}  # still pending, though
+    view.apply(Upserted("pod", replace(gated, gated=False)))
+    assert view.fair_ledger().pending == {"team-a": 2.0}
+    view.apply(Deleted("pod", "q"))
+    assert view.fair_ledger().pending == {} and view.allocation().pending == {}
