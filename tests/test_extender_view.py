@@ -505,6 +505,19 @@ assumptions = st.one_of(
 )
 
 
+def slots_if_it_fits(view: ClusterView, row: int, req: Any) -> list[int] | None:
+    """The whole GPUs filter would give ``req`` on ``row`` (lowest free first), or None
+    where it does not fit (GPUs, CPU or memory)."""
+    state = view.state
+    slots: list[int] = np.flatnonzero(state.free_milli[row] >= 1000)[: req.gpu_count].tolist()
+    fits = (
+        len(slots) == req.gpu_count
+        and state.cpu_free_milli[row] >= req.cpu_milli
+        and state.memory_free_mib[row] >= req.memory_mib
+    )
+    return slots if fits else None
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(node_specs, max_size=3, unique_by=lambda s: s.name), st.lists(assumptions, max_size=25)
@@ -526,13 +539,8 @@ def test_lapsed_filter_assumptions_leave_the_view_equal_to_a_fresh_list(
                 continue  # filter passes known nodes only, and never a bound pod
             if placement is not None:
                 req = placement.info.request  # the request the watch showed
-            slots = np.flatnonzero(state.free_milli[row] >= 1000)[: req.gpu_count].tolist()
-            fits = (
-                len(slots) == req.gpu_count
-                and state.cpu_free_milli[row] >= req.cpu_milli
-                and state.memory_free_mib[row] >= req.memory_mib
-            )
-            if fits:
+            slots = slots_if_it_fits(view, row, req)
+            if slots is not None:
                 view.assume(pod_info(uid, "", req), where, slots, tentative=True)
             continue
         if step[0] == "unassume":
@@ -746,14 +754,8 @@ def test_pending_fair_shares_always_equal_a_fresh_lists(
             row = state.row_of(where)
             if placement is None or placement.node or row is None:
                 continue
-            req = placement.info.request
-            slots = np.flatnonzero(state.free_milli[row] >= 1000)[: req.gpu_count].tolist()
-            fits = (
-                len(slots) == req.gpu_count
-                and state.cpu_free_milli[row] >= req.cpu_milli
-                and state.memory_free_mib[row] >= req.memory_mib
-            )
-            if fits:
+            slots = slots_if_it_fits(view, row, placement.info.request)
+            if slots is not None:
                 view.assume(placement.info, where, slots, tentative=True)
         elif step[0] == "unassume":
             view.unassume(step[1])
