@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cache, partial
 from itertools import compress
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -1262,6 +1262,9 @@ class Extender:
         fair = self._fair(state, key, request)
         off_rows, held_for = fair.kept_off_rows(request)
         held = dict(zip(off_rows.tolist(), held_for, strict=True))
+        # The free GPUs, a sum over every node, once for all the gate calls below: the
+        # state does not change during the call (evictions are tried on ``scratch``).
+        free = cache(partial(free_value, state, fair.row_value))
         scratch: ClusterState | None = None
         decisions: dict[str, VictimDecision] = {}
         for node, (uids, _) in proposals.items():
@@ -1276,7 +1279,7 @@ class Extender:
             elif row is not None and row in held:
                 decision = VictimDecision(refused=HELD_NODE_REASON.format(gpus=held[row]))
             elif decision.accepted and fair.shares is not None:
-                gate = fair.gate(state, request, records)
+                gate = fair.gate(state, request, records, free)
                 if gate.hold:
                     decision = VictimDecision(refused=gate.reason)
             if decision.accepted and row is not None:
@@ -1286,7 +1289,7 @@ class Extender:
             if not decision.accepted and own_victims and row is not None and row not in held:
                 # kube-scheduler's victims break fairpack's rules here: name fairpack's own.
                 scratch = scratch if scratch is not None else state.copy()
-                decision = self._own_victims(scratch, request, node, fair, decision)
+                decision = self._own_victims(scratch, request, node, fair, decision, free)
             if not decision.accepted:
                 log.debug("preemption of %s on %s refused: %s", key.key, node, decision.refused)
                 self.metrics.preemption_nodes.labels("refused").inc()
@@ -1356,9 +1359,11 @@ class Extender:
         node: str,
         fair: _FairContext,
         refused: VictimDecision,
+        free: Callable[[], float],
     ) -> VictimDecision:
         """fairpack's victims on ``node`` (``scoring.victims.choose_victims``) in place of
-        kube-scheduler's, which it ``refused``; still refused when none will do."""
+        kube-scheduler's, which it ``refused``; still refused when none will do.  ``free``:
+        the cluster's free GPUs before any eviction."""
         state = self.view.state
         # Only pods the watch has shown on the node: kube-scheduler fails the whole call on
         # a UID its cache does not hold there (and, the extender being ignorable, goes on
@@ -1374,7 +1379,7 @@ class Extender:
             return self._fits_after_eviction(scratch, request, node, [v.uid for v in victims])
 
         def gate(victims: Sequence[VictimRecord]) -> GateDecision:
-            return fair.gate(state, request, victims)
+            return fair.gate(state, request, victims, free)
 
         own = choose_victims(
             request,
