@@ -346,10 +346,11 @@ class ClusterView:
         )
 
     def pending_multi_gpu_pods(self) -> list[tuple[float, PodRequest]]:
-        """Pending pods asking for more than one GPU (candidates for anti-starvation):
-        when each started waiting, and its request, longest waiting first (then by
-        namespace and name: the same order however the view came to hold them).  The
-        list changes only when :attr:`pending_multi_gpu_version` does."""
+        """Pending pods asking for more than one GPU, behind no scheduling gate
+        (candidates for anti-starvation): when each started waiting, and its request,
+        longest waiting first (then by namespace and name: the same order however the
+        view came to hold them).  The list changes only when
+        :attr:`pending_multi_gpu_version` does."""
         pods = self._pods
         entries = [entry for uid in self._pending_multi_gpu if (entry := pods.get(uid)) is not None]
         entries.sort(
@@ -743,7 +744,7 @@ class ClusterView:
                 del pending[request, gated]
             if not gated and self._could_run(request):
                 self._count_runnable(entry.team, milli, sign)
-            if entry.request.gpu_count > 1:
+            if entry.request.gpu_count > 1 and not gated:  # (a gated pod starves for nothing)
                 self.pending_multi_gpu_version += 1
                 if sign > 0:
                     self._pending_multi_gpu[entry.info.uid] = None

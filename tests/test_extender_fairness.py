@@ -434,6 +434,28 @@ async def test_a_large_pod_that_has_not_waited_long_holds_nothing() -> None:
     assert answer["NodeNames"]
 
 
+async def test_a_large_pod_behind_scheduling_gates_holds_nothing_until_they_are_gone() -> None:
+    # A queue (Kueue) keeps the 8-GPU pod gated: kube-scheduler does not try it, so no
+    # node is held for it, however long it has been there; once admitted, it is held for.
+    extender = platform()
+    small = a_team_on_both_nodes(extender)
+    big = pod("big", request(gpus=8), namespace="ml-team-b")
+    big["metadata"]["creationTimestamp"] = datetime.fromtimestamp(
+        time.time() - 1200, UTC
+    ).isoformat()
+    big["spec"]["schedulingGates"] = [{"name": "kueue.x-k8s.io/admission"}]
+    add(extender, big)
+    async with serve(extender) as client:
+        _, gated = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        before = rejected(extender, small)
+        big["spec"]["schedulingGates"] = []
+        add(extender, big)
+        _, admitted = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+    assert before == {} and gated["NodeNames"]
+    assert rejected(extender, small) == {HELD: 1}
+    assert admitted["NodeNames"] == ["gpu-1"]
+
+
 async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
