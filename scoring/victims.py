@@ -230,8 +230,8 @@ def choose_victims(
     order.  Where taking them in order finds no set (the share rule can refuse a
     set because of a pod that others could replace), a node of at most
     ``_EVERY_SET_UP_TO`` allowed pods is searched set by set, smallest first; not
-    where they all gone leave the pod without room or held by the gate (``fits`` and
-    ``gate`` must pass more with more pods gone).
+    where, with them all gone, the pod still lacks room or the gate holds it (``fits``
+    and ``gate`` only pass more as more pods go).
     """
     allowed = [
         victim
