@@ -18,7 +18,10 @@ order they finish, another every cycle (``findNodesThatPassFilters``,
 pkg/scheduler/schedule_one.go); ``--node-order fixed`` sends one list throughout.  Reported: server-side p50/p99 per verb (the ``Server-Timing`` header),
 the client's round trip, and the transport floor measured in the same run: the
 same body posted to an endpoint that only reads it and answers as many bytes as
-the real answer had.  The server finishes some bookkeeping after each answer (what
+the real answer had; and beside it the parse floor, the same endpoint when it also
+does the least any extender in Python must do with a filter's body (parse it with
+orjson, find each name's row in a dict), to show how much of the round trip is
+owed to reading the node list at all.  The server finishes some bookkeeping after each answer (what
 /debug/explain shows); each timed request waits until that is done, as
 kube-scheduler's own plugins give it the time, and the bookkeeping's time is
 reported beside (mean, and the histogram bucket holding its 99th percentile).
@@ -175,6 +178,7 @@ async def measure(
             "cycle",
             "filter_roundtrip",
             "filter_floor",
+            "filter_parse_floor",
             "prioritize_roundtrip",
             "prioritize_floor",
         )
@@ -202,12 +206,16 @@ async def measure(
             floor_ms, _, _, _ = await _timed(
                 session, url, f"/debug/floor?respond_bytes={len(answer)}", body
             )
+            parse_floor_ms, _, _, _ = await _timed(
+                session, url, f"/debug/floor?respond_bytes={len(answer)}&parse=1", body
+            )
             passed = orjson.loads(answer)["NodeNames"] or []
             warm = index >= WARMUP_DECISIONS
             if warm:
                 figures["filter"].append(filter_server_ms)
                 figures["filter_roundtrip"].append(filter_ms)
                 figures["filter_floor"].append(floor_ms)
+                figures["filter_parse_floor"].append(parse_floor_ms)
                 sizes["filter_request"].append(len(body))
                 sizes["filter_response"].append(len(answer))
                 passed_counts.append(len(passed))
@@ -239,6 +247,9 @@ async def measure(
     result["roundtrip_p99_ms"] = result["filter_roundtrip_p99_ms"]
     result["floor_p99_ms"] = result["filter_floor_p99_ms"]
     result["roundtrip_over_floor_p99"] = result["roundtrip_p99_ms"] / result["floor_p99_ms"]
+    result["parse_floor_over_floor_p99"] = (
+        result["filter_parse_floor_p99_ms"] / result["floor_p99_ms"]
+    )
     result["prioritize_roundtrip_over_floor_p99"] = (
         result["prioritize_roundtrip_p99_ms"] / result["prioritize_floor_p99_ms"]
     )
@@ -361,6 +372,13 @@ def print_latency(report: dict[str, Any]) -> None:
             f" {r['roundtrip_over_floor_p99']:6.2f}     {r['prioritize_roundtrip_p99_ms']:7.2f}"
             f" {r['prioritize_floor_p99_ms']:6.2f} {r['prioritize_roundtrip_over_floor_p99']:6.2f}"
         )
+    print("\nparse floor p99 (ms)       parse  floor  ratio   (orjson + a dict lookup per name)")
+    for count, r in report["nodes"].items():
+        if "filter_parse_floor_p99_ms" in r:
+            print(
+                f"  {count:>6} nodes       {r['filter_parse_floor_p99_ms']:7.2f}"
+                f" {r['filter_floor_p99_ms']:6.2f} {r['parse_floor_over_floor_p99']:6.2f}"
+            )
     print("\nafter the answer (ms)      filter mean/p99 <=   prioritize mean/p99 <=")
     for count, r in report["nodes"].items():
         print(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,6 +158,11 @@ class ClusterState:
 
     def row_of(self, name: str) -> int | None:
         return self._row_of.get(name)
+
+    @property
+    def row_by_name(self) -> Mapping[str, int]:
+        """Each node's row by its name (read only)."""
+        return self._row_of
 
     def rows_of(self, names: Iterable[str]) -> IntArray:
         """Rows of the named nodes; unknown names are left out."""

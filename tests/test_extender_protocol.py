@@ -500,6 +500,37 @@ async def test_health_readiness_and_metrics() -> None:
     assert 'fairpack_filter_rejections_total{reason="node(s) have fewer than 2 GPUs"} 1.0' in text
 
 
+@pytest.mark.parametrize("query", ["", "&parse=1"])
+async def test_the_benchmarks_floor_answers_the_bytes_asked_whatever_it_reads(query: str) -> None:
+    extender = service(cluster())
+    bodies = [
+        orjson.dumps(filter_body(pod(req=request(gpus=1)), [*NAMES, "gone"])),
+        b"{not json",
+        b'["a list"]',
+        b'{"NodeNames": [["a"], {"b": 1}]}',
+        b'{"NodeNames": null}',
+        b"",
+    ]
+    async with serve(extender, floor_endpoint=True) as client:
+        for body in bodies:
+            response = await client.post(f"/debug/floor?respond_bytes=40{query}", data=body)
+            assert response.status == 200, body
+            assert len(await response.read()) == 40
+    async with serve(extender) as client:  # only where the benchmark asks for it
+        assert (await client.post("/debug/floor", data=b"{}")).status == 404
+
+
+def test_the_parse_floor_finds_each_names_row_as_a_filter_must() -> None:
+    from extender.app import _parse_floor
+
+    extender = service(cluster())
+    rows = extender.view.state.row_by_name
+    body = orjson.dumps(filter_body(pod(req=request(gpus=1)), ["l4-1", "gone", "a100-0"]))
+    assert _parse_floor(extender, body) == [rows["l4-1"], None, rows["a100-0"]]
+    for other in (b"{not json", b'["a list"]', b'{"NodeNames": [["a"]]}', b'{"NodeNames": 3}'):
+        assert _parse_floor(extender, other) == []
+
+
 async def test_view_metrics_are_collected_at_scrape_time() -> None:
     from extender.server import inventory_extender
 
