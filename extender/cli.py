@@ -71,6 +71,11 @@ def _webhook_listener(args: argparse.Namespace) -> Any:
             "--webhook-port needs a certificate (--webhook-tls-cert/--webhook-tls-key or "
             "--tls-cert/--tls-key): the API server calls webhooks over HTTPS only"
         )
+    if not args.required_labels:
+        logging.getLogger("extender.webhook").warning(
+            "--required-labels is empty: /validate admits GPU pods without any label "
+            "(give LABEL,... to require some)"
+        )
     config = WebhookConfig(
         required_labels=args.required_labels,
         exempt_namespaces=frozenset(args.exempt_namespaces),
@@ -165,7 +170,8 @@ def _add_serve(commands: Any) -> None:
         type=_names,
         default=("team", "cost-center"),
         metavar="LABEL,...",
-        help="labels GPU pods and pod templates must carry (default team,cost-center)",
+        help="labels GPU pods and pod templates must carry (default team,cost-center; "
+        "'' requires none)",
     )
     webhook.add_argument(
         "--exempt-namespaces",

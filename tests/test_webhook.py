@@ -430,6 +430,25 @@ def test_the_cli_builds_the_webhook_listener(monkeypatch: pytest.MonkeyPatch) ->
     assert listener.config.scheduler_name == "pool-b"
 
 
+def test_an_empty_list_of_required_labels_is_said_aloud(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def fake_serve(options: Any, **kw: Any) -> None:
+        seen["options"] = options
+
+    monkeypatch.setattr("extender.server.serve_cluster", fake_serve)
+    argv = ["serve", "--webhook-port", "8443", "--webhook-tls-cert", "c.pem",
+            "--webhook-tls-key", "k.pem"]  # fmt: skip
+    with caplog.at_level("WARNING", logger="extender.webhook"):
+        assert main([*argv, "--required-labels", "team"]) == 0
+        assert not caplog.records
+        assert main([*argv, "--required-labels", ""]) == 0
+    assert seen["options"].webhook.config.required_labels == ()
+    assert "admits GPU pods without any label" in caplog.text
+
+
 def test_the_webhook_listener_needs_a_certificate(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "--webhook-port", "8443"])
