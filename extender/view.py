@@ -572,6 +572,13 @@ class ClusterView:
             self._count(entry, +1)
             self._place(entry)
             return
+        if not info.node and not info.gated and entry.watched:
+            # Waiting for GPUs since its gates went (as the view saw it), not since it was
+            # created: a pod a queue (Kueue) held back for an hour has not starved for an
+            # hour. Kept through later events and lists, which carry the creation time.
+            since = time.time() if entry.info.gated else entry.info.started_s
+            if since > info.started_s:
+                info = replace(info, started_s=since)
         if entry.assumed_at_s is not None:
             entry.watched = True
             if not info.node:

@@ -434,9 +434,12 @@ async def test_a_large_pod_that_has_not_waited_long_holds_nothing() -> None:
     assert answer["NodeNames"]
 
 
-async def test_a_large_pod_behind_scheduling_gates_holds_nothing_until_they_are_gone() -> None:
+async def test_a_large_pod_behind_scheduling_gates_holds_nothing_until_it_has_waited_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A queue (Kueue) keeps the 8-GPU pod gated: kube-scheduler does not try it, so no
-    # node is held for it, however long it has been there; once admitted, it is held for.
+    # node is held for it, however long it has been there. Once admitted it waits from
+    # then on, and is held for after the wait (600 s).
     extender = platform()
     small = a_team_on_both_nodes(extender)
     big = pod("big", request(gpus=8), namespace="ml-team-b")
@@ -450,10 +453,15 @@ async def test_a_large_pod_behind_scheduling_gates_holds_nothing_until_they_are_
         before = rejected(extender, small)
         big["spec"]["schedulingGates"] = []
         add(extender, big)
-        _, admitted = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+        admitted = rejected(extender, small)
+        now = time.time()
+        monkeypatch.setattr(time, "time", lambda: now + 601)
+        _, waited = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
     assert before == {} and gated["NodeNames"]
+    assert admitted == {}
     assert rejected(extender, small) == {HELD: 1}
-    assert admitted["NodeNames"] == ["gpu-1"]
+    assert waited["NodeNames"] == ["gpu-1"]
 
 
 async def test_a_large_pod_holds_its_node_once_its_wait_runs_out(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -811,6 +812,32 @@ def test_a_uid_seen_in_another_namespace_counts_for_that_namespaces_team() -> No
         .fair_ledger()
         .held
     )
+
+
+def test_a_pod_waits_from_when_its_gates_went_not_from_when_it_was_created() -> None:
+    # Held by a queue for an hour, then admitted: it starts waiting for GPUs now, and
+    # later events and lists (which carry its creation time) keep that.
+    view = ClusterView([node("n0", gpus=8)])
+    created = replace(pod_info("q", "", request(gpus=2)), started_s=time.time() - 3600)
+    view.apply(Upserted("pod", replace(created, gated=True)))
+    before = time.time()
+    view.apply(Upserted("pod", created))
+    after = time.time()
+
+    def waiting_since() -> float:
+        placement = view.lookup("q")
+        assert placement is not None
+        ((since, _),) = view.pending_multi_gpu_pods()
+        assert since == placement.info.started_s
+        return since
+
+    assert before <= waiting_since() <= after
+    view.apply(Upserted("pod", created))
+    view.apply(Replaced("pod", [created], listed_at_s=view.clock()))
+    assert before <= waiting_since() <= after
+    # Never gated: it has waited since it was created.
+    view.apply(Upserted("pod", replace(created, uid="r", name="pod-r")))
+    assert view.lookup("r").info.started_s == created.started_s  # type: ignore[union-attr]
 
 
 def test_a_gated_pod_waits_for_no_gpus_until_its_gates_are_gone() -> None:
