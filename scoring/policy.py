@@ -69,7 +69,8 @@ class FairnessConfig(BaseModel):
     the GPUs of its ResourceQuotas, else ``default_weight``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinite weights or values pass ">= 0" and ">0", then give NaN scores and shares.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = Field(
         True, description="Hold over-share pods at filter and weigh shares in preemption."
@@ -97,7 +98,8 @@ class FairnessConfig(BaseModel):
 class PolicyConfig(BaseModel):
     """Weights of the score terms (see ``scoring.terms``) and how shapes are learned."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinite weights or values pass ">= 0" and ">0", then give NaN scores and shares.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     tie_tolerance: float = Field(

@@ -46,6 +46,18 @@ def test_yaml_and_json_both_load() -> None:
         pytest.param(
             "policy:\n  weights:\n    best_fit: -1\n", "must be >= 0", id="negative-weight"
         ),
+        pytest.param(
+            # accepted, it turned every later filter and prioritize into a 500 (NaN scores)
+            "policy:\n  weights:\n    best_fit: .inf\n",
+            "policy.weights.best_fit: Input should be a finite number",
+            id="infinite-weight",
+        ),
+        pytest.param(
+            # accepted, it made that team's deserved share NaN
+            "policy:\n  fairness:\n    team_weights:\n      ml: .inf\n",
+            "policy.fairness.team_weights.ml: Input should be a finite number",
+            id="infinite-team-weight",
+        ),
         pytest.param("pods:\n  default_class: urgent\n", "pods.default_class: ", id="bad-class"),
         pytest.param(
             "nodes:\n  gpu_modle: [x]\n",
