@@ -271,7 +271,9 @@ async def serve_cluster(
         ) from None
     metrics = Metrics()
     live = LiveConfig(on_reload=metrics.config_reloaded)
-    view = ClusterView(required_kinds=KINDS)
+    # Ready only once the policy ConfigMap was listed too: until then the built-in defaults
+    # (GPU resource names, label keys, weights) would decide.
+    view = ClusterView(required_kinds=(*KINDS, "configmap") if configmap is not None else KINDS)
     async with client.ApiClient() as api:
         skip_env_lookups(api)
         extender = Extender(view, live, KubeBinder(api), metrics, requeuer=KubeRequeuer(api))

@@ -166,14 +166,16 @@ class ClusterView:
     """Nodes, pods, teams and their GPUs, kept exact by :meth:`apply`.
 
     ``required_kinds`` are the kinds that must have been listed once before the
-    view is ready (none for a static inventory).
+    view is ready (none for a static inventory); also any other watched resource
+    decisions depend on ("configmap": the policy), which reports its list with
+    :meth:`listed`.
     """
 
     def __init__(
         self,
         nodes: Iterable[NodeSpec] = (),
         *,
-        required_kinds: Iterable[Kind] = (),
+        required_kinds: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.clock = clock
@@ -264,6 +266,10 @@ class ClusterView:
     @property
     def ready(self) -> bool:
         return not self._missing_kinds
+
+    def listed(self, resource: str) -> None:
+        """``resource``, watched beside the view's kinds (the policy ConfigMap), was listed."""
+        self._missing_kinds.discard(resource)
 
     @property
     def nodes(self) -> dict[str, NodeSpec]:

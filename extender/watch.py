@@ -304,7 +304,7 @@ class ViewFeed:
 
     def sink(self, resource: str) -> Sink:
         if resource == "configmap":
-            return _ConfigSink(self.config)
+            return _ConfigSink(self.config, lambda: self.view.listed(resource))
         return _ViewSink(self, resource)  # type: ignore[arg-type]
 
     def list(self, resource: str, objects: list[dict[str, Any]], listed_at_s: float = 0.0) -> None:
@@ -365,17 +365,19 @@ class _ViewSink:
 
 
 class _ConfigSink:
-    def __init__(self, config: LiveConfig) -> None:
+    def __init__(self, config: LiveConfig, listed: Callable[[], None]) -> None:
         self._config = config
+        self._listed = listed
 
     def translate(self, obj: dict[str, Any]) -> dict[str, Any]:
         return obj
 
     def replaced(self, records: list[Any], listed_at_s: float) -> None:
-        if not records:
-            log.warning("policy ConfigMap not found; running on the built-in defaults")
-            return
-        self.upserted(records[0])
+        if records:
+            self.upserted(records[0])
+        else:
+            log.warning("policy ConfigMap not found; keeping the config in force")
+        self._listed()  # the view is ready once the policy has been read (or is known absent)
 
     def upserted(self, obj: dict[str, Any]) -> None:
         self._config.update(obj.get("data") or {})

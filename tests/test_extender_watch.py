@@ -455,3 +455,16 @@ async def test_a_shutdown_right_after_a_relist_still_stops_the_reflector() -> No
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=2)
     assert task in done and task.cancelled()
+
+
+async def test_the_service_is_ready_only_once_the_policy_configmap_was_listed_too() -> None:
+    # Ready before the ConfigMap list (a slow one, or one refused for good: RBAC), fairpack
+    # would answer on the built-in defaults: another GPU resource name or label keys, weights.
+    view = ClusterView(required_kinds=(*KINDS, "configmap"))
+    live = LiveConfig()
+    feed = ViewFeed(view, live, Metrics())
+    for kind in KINDS:
+        feed.list(kind, [])
+    assert not view.ready
+    feed.list("configmap", [])  # listed, and not there: the defaults are the config, knowingly
+    assert view.ready
