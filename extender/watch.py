@@ -376,7 +376,10 @@ class _ConfigSink:
         if records:
             self.upserted(records[0])
         else:
-            log.warning("policy ConfigMap not found; keeping the config in force")
+            log.warning(
+                "policy ConfigMap not found; the config in force stays "
+                "(at start, the built-in defaults)"
+            )
         self._listed()  # the view is ready once the policy has been read (or is known absent)
 
     def upserted(self, obj: dict[str, Any]) -> None:
