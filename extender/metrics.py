@@ -227,11 +227,12 @@ class _ViewCollector(Collector):
         state = view.state
         free = GaugeMetricFamily(
             "fairpack_gpus_free",
-            "Free GPU capacity per model, in GPUs (model unknown: nodes whose labels name none).",
+            "Free GPU capacity per model on nodes open to new pods (not cordoned), in GPUs "
+            "(model unknown: nodes whose labels name none).",
             labels=["model"],
         )
         if state.n_nodes and len(state.models):
-            has_model = state.gpu_model >= 0
+            has_model = (state.gpu_model >= 0) & state.schedulable
             free_gpus = np.bincount(
                 state.gpu_model[has_model],
                 weights=state.free_milli[has_model].sum(axis=1) / MILLI_PER_GPU,
@@ -239,7 +240,7 @@ class _ViewCollector(Collector):
             )
             for model, value in zip(state.models, free_gpus.tolist(), strict=True):
                 free.add_metric([model], value)
-        unlabelled = (state.gpu_model < 0) & (state.gpu_count > 0)
+        unlabelled = (state.gpu_model < 0) & (state.gpu_count > 0) & state.schedulable
         if unlabelled.any():
             free.add_metric(
                 [UNKNOWN_MODEL], float(state.free_milli[unlabelled].sum()) / MILLI_PER_GPU
@@ -247,12 +248,15 @@ class _ViewCollector(Collector):
         yield free
         stranded = GaugeMetricFamily(
             "fairpack_gpus_stranded",
-            "Free GPU capacity the recent pod-shape mix cannot use (FGD fragment), in GPUs.",
+            "Free GPU capacity the recent pod-shape mix cannot use (FGD fragment), in GPUs, "
+            "on nodes open to new pods (not cordoned).",
         )
         aggregates = self._fragments()
         if aggregates is not None and state.n_nodes:
             aggregates.refresh(state)
-            stranded.add_metric([], float(aggregates.fragment.sum()) / MILLI_PER_GPU)
+            stranded.add_metric(
+                [], float(aggregates.fragment[state.schedulable].sum()) / MILLI_PER_GPU
+            )
         yield stranded
         yield GaugeMetricFamily("fairpack_view_nodes", "Nodes in the view.", value=state.n_nodes)
         yield GaugeMetricFamily("fairpack_view_pods", "Pods in the view.", value=view.pod_count)

@@ -301,6 +301,7 @@ def node_spec(node: Node, config: FairpackConfig) -> NodeSpec:
         if capacity and capacity.lower() in node_labels.spot_values
         else ON_DEMAND,
         pool=_first_label(labels, node_labels.pool) or "",
+        schedulable=not (node.spec and node.spec.unschedulable),
     )
 
 
@@ -379,9 +380,18 @@ def node_manifest(
             "labels": node_labels,
             "managedFields": [{"manager": "kubelet", "operation": "Update", "fieldsV1": {}}],
         },
-        "spec": {"podCIDR": "10.0.0.0/24"},
+        "spec": {"podCIDR": "10.0.0.0/24"} if spec.schedulable else _CORDONED,
         "status": {"capacity": dict(resources), "allocatable": resources, "conditions": []},
     }
+
+
+_CORDONED = {
+    "podCIDR": "10.0.0.0/24",
+    "unschedulable": True,
+    "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}],
+}
+"""A cordoned node's spec, as ``kubectl cordon`` leaves it (the node lifecycle
+controller adds the taint)."""
 
 
 def pod_manifest(

@@ -1534,6 +1534,7 @@ class Extender:
                 "free_gpus": free / 1000,
                 "whole_free_gpus": whole,
                 "spot": bool(spec.capacity_type),
+                "cordoned": not spec.schedulable,
             }
             for name, spec, free, whole in zip(
                 state.names,
@@ -1549,7 +1550,8 @@ class Extender:
                 model = str(node["model"]) or UNKNOWN_MODEL
                 totals = models.setdefault(model, {"gpus": 0, "free_gpus": 0.0})
                 totals["gpus"] += node["gpus"]
-                totals["free_gpus"] += node["free_gpus"]
+                if not node["cordoned"]:  # free for nobody
+                    totals["free_gpus"] += node["free_gpus"]
         allocation = view.allocation()
         teams: dict[str, dict[str, Any]] = {}
         for (team, pod_class), gpus in allocation.allocated.items():

@@ -97,8 +97,16 @@ class NodeStatus(KubeModel):
     allocatable: dict[str, Quantity | None] | None = None
 
 
+class KubeNodeSpec(KubeModel):
+    """A Node's ``spec``: what placement reads of it."""
+
+    unschedulable: bool | None = None
+    """Cordoned (``kubectl cordon``, a drain): kube-scheduler places no new pod there."""
+
+
 class Node(KubeModel):
     metadata: ObjectMeta | None = None
+    spec: KubeNodeSpec | None = None
     status: NodeStatus | None = None
 
 

@@ -195,15 +195,17 @@ def gpu_value_per_row(state: ClusterState, values: Mapping[str, float]) -> Float
 
 
 def capacity_value(state: ClusterState, row_value: FloatArray | None = None) -> float:
-    """The cluster's GPUs, in value units (plain GPUs without values)."""
+    """The cluster's GPUs, in value units (plain GPUs without values); a cordoned node's
+    too: it is cordoned for a while (a drain, a repair), and its pods hold their GPUs."""
     if row_value is None:
         return float(state.gpu_count.sum())
     return float((state.gpu_count * row_value).sum())
 
 
 def free_value(state: ClusterState, row_value: FloatArray | None = None) -> float:
-    """Free GPU capacity (whole and partial GPUs), in value units."""
-    free_gpus = state.free_milli.sum(axis=1) / MILLI_PER_GPU
+    """Free GPU capacity (whole and partial GPUs) of the nodes open to new pods (cordoned
+    ones left out), in value units."""
+    free_gpus = state.free_milli.sum(axis=1) * state.schedulable / MILLI_PER_GPU
     if row_value is None:
         return float(free_gpus.sum())
     return float((free_gpus * row_value).sum())

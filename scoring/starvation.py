@@ -39,14 +39,15 @@ def reserved_rows(
     Returns the held rows and, per held row, the GPU count of the pod it is held
     for (pods asking fewer GPUs are kept off it).  A pod for which no node could
     ever be enough holds nothing.  Rows in ``exclude`` (shape (n_nodes,), e.g.
-    nodes already draining for a preemptor) are never held.
+    nodes already draining for a preemptor) are never held, nor cordoned ones: no
+    pod is kept off them, and the starving pod could not go there.
     """
     rows: list[int] = []
     sizes: list[int] = []
     if not starving or max_nodes <= 0 or state.n_nodes == 0:
         return np.zeros(0, dtype=np.int64), ()
     full_free = (state.free_milli >= MILLI_PER_GPU).sum(axis=1)
-    taken = np.zeros(state.n_nodes, dtype=bool) if exclude is None else exclude.copy()
+    taken = ~state.schedulable if exclude is None else exclude | ~state.schedulable
     for request in starving:
         if len(rows) >= max_nodes:
             break

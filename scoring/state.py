@@ -58,6 +58,9 @@ class NodeSpec:
     gpu_memory_mib: int = 0
     capacity_type: int = ON_DEMAND
     pool: str = ""
+    schedulable: bool = True
+    """False while cordoned (Kubernetes ``spec.unschedulable``): no new pod goes there, so
+    its free GPUs are nobody's to count on; its pods still hold theirs."""
 
 
 @dataclass
@@ -88,6 +91,10 @@ class ClusterState:
     preemptible_milli : ndarray of shape (n_nodes,)
         GPU milli held on the node by preemptible batch pods: what a reclaim can
         take back there (the class terms read it).
+    schedulable : ndarray of bool, shape (n_nodes,)
+        False for a cordoned node (``NodeSpec.schedulable``): what is free there is not
+        free for new pods (holds, free and stranded GPUs leave it out); a node
+        kube-scheduler offers anyway (a pod that tolerates the cordon) is weighed as any.
     over_share_teams : teams holding more than their deserved share, as the
         caller last computed it (``scoring.fairshare``); empty when fairness is off.
     """
@@ -107,6 +114,7 @@ class ClusterState:
     row_version: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     tie_break: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     preemptible_milli: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    schedulable: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     over_share_teams: frozenset[str] = frozenset()
     uid: int = field(default_factory=lambda: next(_STATE_UIDS), repr=False)
     """Identifies this state object for derived caches (never reused, unlike ``id``)."""
@@ -145,6 +153,7 @@ class ClusterState:
         state.row_version = np.zeros(len(nodes), dtype=np.int64)
         state.tie_break = np.array([name_order(node.name) for node in nodes], dtype=np.int64)
         state.preemptible_milli = np.zeros(len(nodes), dtype=np.int64)
+        state.schedulable = np.array([node.schedulable for node in nodes], dtype=bool)
         state._row_of = {name: row for row, name in enumerate(state.names)}
         return state
 
@@ -225,6 +234,7 @@ class ClusterState:
             row_version=self.row_version.copy(),
             tie_break=self.tie_break,
             preemptible_milli=self.preemptible_milli.copy(),
+            schedulable=self.schedulable,
             over_share_teams=self.over_share_teams,
         )
         clone._row_of = self._row_of

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -388,6 +389,19 @@ async def test_small_pods_keep_off_the_node_held_for_a_starving_large_pod() -> N
     assert counted == {HELD: 1}
     # Listed when no node passes, as kube-scheduler reads it then.
     assert alone["NodeNames"] == [] and alone["FailedNodes"] == {"gpu-0": HELD}
+
+
+async def test_a_cordoned_node_is_never_held_for_a_starving_pod() -> None:
+    # gpu-2 is empty but cordoned (a drain): kube-scheduler offers it to no pod, so
+    # holding it for the starving 8-GPU pod would keep nobody off gpu-0.
+    extender = platform()
+    small = a_team_on_both_nodes(extender)
+    extender.view.apply(Upserted("node", replace(node("gpu-2"), schedulable=False)))
+    pending(extender, "big", request(gpus=8), "ml-team-b", age_s=1200)
+    async with serve(extender) as client:
+        _, answer = await post(client, "filter", filter_body(small, ["gpu-0", "gpu-1"]))
+    assert answer["NodeNames"] == ["gpu-1"]
+    assert rejected(extender, small) == {HELD: 1}
 
 
 async def test_the_node_passed_alone_is_the_best_of_those_not_held() -> None:

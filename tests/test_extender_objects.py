@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from extender_builders import pod, request
 
 from extender import FairpackConfig, ObjectError
-from extender.objects import namespace_info, node_spec, pod_info, pod_request, quota_info
+from extender.objects import (
+    namespace_info,
+    node_manifest,
+    node_spec,
+    pod_info,
+    pod_request,
+    quota_info,
+)
 from extender.quantity import count, cpu_milli, memory_mib
 from extender.wire import Node, Pod
 from scoring import ON_DEMAND, SPOT, PodClass
@@ -268,6 +276,17 @@ def test_node_spec_from_labels(
     spec = node_spec(kube_node(labels), CONFIG)
     assert (spec.gpu_model, spec.gpu_memory_mib, spec.capacity_type) == (model, memory, capacity)
     assert (spec.cpu_milli, spec.memory_mib, spec.gpu_count) == (95_500, 1_024_000, 8)
+
+
+def test_a_cordoned_node_is_not_schedulable_and_its_manifest_says_so() -> None:
+    open_node = node_spec(kube_node({}), CONFIG)
+    assert open_node.schedulable
+    cordoned = replace(open_node, schedulable=False)
+    manifest = node_manifest(cordoned)
+    assert manifest["spec"]["unschedulable"] is True
+    assert node_spec(Node.model_validate(manifest), CONFIG) == cordoned
+    uncordoned = {**manifest, "spec": {**manifest["spec"], "unschedulable": None}}
+    assert node_spec(Node.model_validate(uncordoned), CONFIG).schedulable
 
 
 def test_unreadable_memory_label_says_what_it_costs(caplog: pytest.LogCaptureFixture) -> None:

@@ -564,6 +564,39 @@ async def test_free_gpus_of_nodes_without_a_model_label_count_as_unknown() -> No
     ]
 
 
+async def test_the_gpus_of_a_cordoned_node_are_free_for_nobody() -> None:
+    from extender_builders import pod_info
+
+    from extender import Upserted
+    from extender.server import inventory_extender
+
+    # a100-1 is cordoned (a drain), one of its GPUs still in use: its 7 idle GPUs are
+    # neither free nor stranded (an 8-GPU shape could not use them on an open node).
+    specs = [replace(s, schedulable=False) if s.name == "a100-1" else s for s in cluster()]
+
+    async def scrape(specs: list[Any]) -> tuple[str, Any, list[str]]:
+        extender = inventory_extender(specs)
+        if any(s.name == "a100-1" for s in specs):
+            extender.view.apply(Upserted("pod", pod_info("r", "a100-1", request(gpus=1))))
+        async with serve(extender) as client:
+            for name in ("p0", "p1", "p2"):  # the shape mix: 8-GPU pods
+                await post(client, "filter", filter_body(pod(name, request(gpus=8)), NAMES))
+            text = await (await client.get("/metrics")).text()
+            state = orjson.loads(await (await client.get("/debug/state")).read())
+        stranded = [
+            line for line in text.splitlines() if line.startswith("fairpack_gpus_stranded ")
+        ]
+        return text, state, stranded
+
+    text, state, stranded = await scrape(specs)
+    assert 'fairpack_gpus_free{model="A100"} 0.0' in text  # a100-0 taken by p0
+    assert state["models"]["A100"] == {"gpus": 16, "free_gpus": 0.0}
+    assert [n["name"] for n in state["nodes"] if n["cordoned"]] == ["a100-1"]
+    # as if a100-1 were not there: the L4 nodes' 8 GPUs alone are stranded
+    *_, without = await scrape([s for s in specs if s.schedulable])
+    assert stranded == without == ["fairpack_gpus_stranded 8.0"]
+
+
 def busy_cluster(extender: Any) -> list[str]:
     """Twelve nodes, some identical and some not, partly taken."""
     from extender_builders import pod_info

@@ -162,6 +162,9 @@ def test_gpu_values_weigh_capacity_and_free_gpus_by_model() -> None:
     assert capacity_value(state, row_value) == 20.0
     assert free_value(state, row_value) == 16.0
     assert (capacity_value(state), free_value(state)) == (12.0, 10.0)
+    # Cordoned, the T4 node's 4 free GPUs are nobody's: still capacity, no longer free.
+    state.schedulable[1] = False
+    assert (capacity_value(state, row_value), free_value(state, row_value)) == (20.0, 12.0)
 
 
 # --- the gate -------------------------------------------------------------------------------

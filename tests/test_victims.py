@@ -514,6 +514,12 @@ def test_reserved_rows_take_the_node_closest_to_freeing() -> None:
     excluded = np.array([False, False, False, False, True])
     rows, _ = reserved_rows(state, starving, max_nodes=1, exclude=excluded)
     assert rows.tolist() == [1]
+    # nor a cordoned one: kube-scheduler sends no pod there, the starving one neither
+    state.schedulable[4] = False
+    rows, _ = reserved_rows(state, starving, max_nodes=4)
+    assert rows.tolist() == [1, 0]
+    rows, _ = reserved_rows(state, starving, max_nodes=4, exclude=~excluded)
+    assert rows.tolist() == []
 
 
 @pytest.mark.parametrize(
