@@ -72,6 +72,7 @@ _GROWTH_KEYS_BY_SHAPE = 8
 """Of those, the ones whose fragments per shape are kept (``keep_growth_by_shape``)."""
 _COLUMNS_PAY_PER_SHAPE = 200
 """Rows per shape from which a weighted row sum is faster a column at a time (measured)."""
+_INT32_MAX = int(np.iinfo(np.int32).max)
 _FLOAT_DIVISION_FROM = 4096
 """Cells (rows x shapes) from which dividing by reciprocals beats integer division (measured)."""
 
@@ -109,7 +110,9 @@ class ShapeTable:
         return cls(
             cpu_milli=np.array([row[0] for row in rows], dtype=np.int64),
             milli_per_gpu=np.array([row[1] for row in rows], dtype=np.int64),
-            gpu_count=np.array([row[2] for row in rows], dtype=np.int32),
+            # int32 like the counts it is compared with; a shape asking for more GPUs
+            # than that (a pod's quantity may say 1e18) fits no node either way.
+            gpu_count=np.array([min(row[2], _INT32_MAX) for row in rows], dtype=np.int32),
             allowed_models=tuple(row[3] for row in rows),
             weight=np.asarray(weights, dtype=np.float64) / total,
             min_gpu_memory_mib=np.array(

@@ -224,6 +224,25 @@ async def test_unknown_node_names_are_not_an_error() -> None:
     assert answer["NodeNames"] == ["gpu-0"]
 
 
+async def test_a_pod_asking_for_more_gpus_than_int32_holds_does_not_break_later_filters() -> None:
+    # The shape learner keeps GPU counts as int32: one such pod made every new pod's
+    # filter a 500 from then on.
+    async with serve(service([node("gpu-0"), node("gpu-1")])) as client:
+        huge = pod("huge", request(gpus=1))
+        huge["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "1e18"
+        response = await client.post("/filter", data=orjson.dumps(filter_body(huge, NAMES)))
+        answer = orjson.loads(await response.read())
+        assert response.status == 200
+        assert answer["NodeNames"] == []
+        for name in ("next-0", "next-1"):
+            response = await client.post(
+                "/filter", data=orjson.dumps(filter_body(pod(name, request(gpus=1)), NAMES))
+            )
+            answer = orjson.loads(await response.read())
+            assert response.status == 200, answer
+            assert len(answer["NodeNames"]) == 1
+
+
 async def test_bind_is_refused_for_a_pod_already_bound() -> None:
     async with serve(service([node("gpu-0"), node("gpu-1")])) as client:
         p = good_pod()
