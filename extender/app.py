@@ -14,6 +14,7 @@ time from parsing the body to the serialised answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,10 +43,15 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 2**20
 """Generous for 15,000 node names or a full NodeList of a few thousand nodes."""
+BODY_TIMEOUT_S = 10.0
+"""How long a verb's body may take to arrive: kube-scheduler sends it at once and gives
+up after its httpTimeout (5 s by default); a client that sends less than its
+Content-Length would otherwise hold the handler (and shutdown) for as long as it likes."""
 _MAX_REASON_CHARS = 300
 
 EXTENDER = web.AppKey("extender", Extender)
 MAX_BODY = web.AppKey("max_body_bytes", int)
+BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
 
 _ERROR_BODIES: dict[str, Callable[[str], Any]] = {
     "filter": lambda reason: {
@@ -227,7 +233,12 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
     async def handle(request: web.Request) -> web.Response:
         extender = request.app[EXTENDER]
         try:
-            body = await request.read()
+            async with asyncio.timeout(request.app[BODY_TIMEOUT]):
+                body = await request.read()
+        except TimeoutError:
+            reason = f"body not received within {request.app[BODY_TIMEOUT]:g} s"
+            log.warning("%s: %s", name, reason)
+            return _respond(extender, name, 408, _ERROR_BODIES[name](reason), _now())
         except web.HTTPRequestEntityTooLarge:
             reason = f"body too large (limit {request.app[MAX_BODY]} bytes)"
             log.warning("%s: %s", name, reason)
@@ -380,12 +391,14 @@ def create_app(
     extender: Extender,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
     floor_endpoint: bool = False,
     webhook: WebhookConfig | None = None,
     public: bool = False,
 ) -> web.Application:
     """The extender's aiohttp application over ``extender``.
 
+    ``body_timeout_s`` bounds how long a verb's body may take to arrive (a 408 after).
     ``floor_endpoint`` adds ``POST /debug/floor`` for the latency benchmark.
     ``webhook`` adds the admission webhooks; ``public`` leaves out the extender verbs
     and the debug pages (for the listener the API server and Prometheus reach).
@@ -393,6 +406,7 @@ def create_app(
     app = web.Application(client_max_size=max_body_bytes)
     app[EXTENDER] = extender
     app[MAX_BODY] = max_body_bytes
+    app[BODY_TIMEOUT] = body_timeout_s
     if not public:
         app.router.add_post("/filter", _verb("filter", _filter_with(NodeNamesMemo())))
         app.router.add_post("/prioritize", _verb("prioritize", _prioritize_with(NodeNamesMemo())))

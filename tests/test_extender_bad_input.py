@@ -473,3 +473,22 @@ async def test_a_client_gone_before_its_answer_is_sent_is_logged_quietly(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not extender.unsettled  # the bookkeeping was still done
     assert extender.explain("team-a/p")["filter"]["top"]  # type: ignore[index]
+
+
+async def test_a_body_that_never_ends_gets_a_408() -> None:
+    # A Content-Length longer than what is sent: without a deadline the handler waited
+    # for the rest as long as the client kept the connection (and shutdown waited on it).
+    async with serve(service([node("gpu-0")]), body_timeout_s=0.2) as client:
+        host, port = client.server.host, client.server.port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 408 ")
+        response = await client.post(
+            "/filter", data=orjson.dumps(filter_body(good_pod(), ["gpu-0"]))
+        )
+        assert response.status == 200
