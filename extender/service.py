@@ -563,8 +563,10 @@ class Extender:
             raise BadRequestError("Pod.metadata needs a name and a uid")
         key = PodKey(metadata.uid, metadata.namespace or "default", metadata.name)
         team = self.view.team_of(key.namespace)
-        cached = self._requests.get(key.uid)
-        if cached is not None and cached[0] == metadata.resource_version:
+        version = metadata.resource_version
+        # Without a version (not from the API server) the same UID may say anything.
+        cached = self._requests.get(key.uid) if version else None
+        if cached is not None and cached[0] == version:
             request: PodRequest = cached[1]
             if request.team == team:
                 return key, request
@@ -572,7 +574,8 @@ class Extender:
             request = pod_request(pod, self.config.current, team)
         except ObjectError as exc:
             raise BadRequestError(str(exc)) from None
-        self._requests.put(key.uid, (metadata.resource_version, request))
+        if version:
+            self._requests.put(key.uid, (version, request))
         return key, request
 
     @staticmethod

@@ -492,3 +492,15 @@ async def test_a_body_that_never_ends_gets_a_408() -> None:
             "/filter", data=orjson.dumps(filter_body(good_pod(), ["gpu-0"]))
         )
         assert response.status == 200
+
+
+async def test_a_pod_without_a_resource_version_is_read_anew_each_time() -> None:
+    # The request cache is keyed on UID and resourceVersion: without a version, the
+    # first body's request was answered for every later one with the same UID.
+    async with serve(service([node("gpu-0")])) as client:
+        for gpus, passed in ((1, ["gpu-0"]), (64, []), (1, ["gpu-0"])):
+            p = pod("p", request(gpus=gpus), uid="11111111-2222-3333-4444-555555555555")
+            del p["metadata"]["resourceVersion"]
+            response = await client.post("/filter", data=orjson.dumps(filter_body(p, ["gpu-0"])))
+            answer = orjson.loads(await response.read())
+            assert (response.status, answer["NodeNames"]) == (200, passed)
