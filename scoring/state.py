@@ -21,6 +21,10 @@ from scoring.names import EncodedNames, NameIndex
 from scoring.request import PodClass, PodRequest
 
 MILLI_PER_GPU = 1000
+MAX_GPUS_PER_NODE = 1024
+"""The most GPUs one node may hold: every node gets a column per GPU slot of the
+widest, so one node reporting 10^8 (a device plugin's count gone wrong) would take
+gigabytes.  Time-slicing replicas and MIG slices stay far below it."""
 
 _STATE_UIDS = itertools.count()
 _NAME_INDEX_FROM = 2_000
@@ -61,6 +65,13 @@ class NodeSpec:
     schedulable: bool = True
     """False while cordoned (Kubernetes ``spec.unschedulable``): no new pod goes there, so
     its free GPUs are nobody's to count on; its pods still hold theirs."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.gpu_count <= MAX_GPUS_PER_NODE:
+            raise ValueError(
+                f"node {self.name!r} has {self.gpu_count} GPUs; "
+                f"fairpack takes 0 to {MAX_GPUS_PER_NODE} per node"
+            )
 
 
 @dataclass

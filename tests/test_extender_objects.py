@@ -289,6 +289,13 @@ def test_a_cordoned_node_is_not_schedulable_and_its_manifest_says_so() -> None:
     assert node_spec(Node.model_validate(uncordoned), CONFIG).schedulable
 
 
+def test_a_node_reporting_absurdly_many_gpus_is_refused() -> None:
+    # One such node would widen every node's GPU columns to its count (gigabytes).
+    with pytest.raises(ValueError, match="node 'n' has 100000000 GPUs; fairpack takes 0 to 1024"):
+        node_spec(kube_node({}, gpus="1e8"), CONFIG)
+    assert node_spec(kube_node({}, gpus="1024"), CONFIG).gpu_count == 1024
+
+
 def test_unreadable_memory_label_says_what_it_costs(caplog: pytest.LogCaptureFixture) -> None:
     node_spec(kube_node({"nvidia.com/gpu.memory": "80GB"}), CONFIG)
     assert "node n: GPU memory label '80GB' unreadable" in caplog.text

@@ -182,8 +182,12 @@ def test_malformed_pod_files(tmp_path: Path, lines: list[str], message: str) -> 
         ("n0,64000,big,2,P100", ":2: memory_mib='big' is not a number"),
         ("n0,64000,262144,-2,P100", ":2: gpu=-2 is below 0"),
         (" ,64000,262144,2,P100", ":2: sn (the node's name) is empty"),
+        (
+            "n0,64000,262144,100000000,P100",
+            ":2: node 'n0' has 100000000 GPUs; fairpack takes 0 to 1024 per node",
+        ),
     ],
-    ids=["gpus-without-model", "not-a-number", "negative-gpus", "no-name"],
+    ids=["gpus-without-model", "not-a-number", "negative-gpus", "no-name", "absurd-gpus"],
 )
 def test_malformed_node_files(tmp_path: Path, row: str, message: str) -> None:
     path = write(tmp_path, NODE_HEADER, row)
