@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
@@ -387,6 +388,28 @@ def _json(document: Any, status: int = 200) -> web.Response:
     )
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a Content-Length that is no number, both
+    Content-Length and Transfer-Encoding, HTTP/2 spoken to an HTTP/1.1 port) as an
+    ERROR with a traceback; it answered 4xx and the fault is the client's: one line at
+    WARNING says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {_one_line(str(error))} (answered {error.code})"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _quiet_malformed_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequests) for f in server_log.filters):
+        server_log.addFilter(_MalformedRequests())
+
+
 def create_app(
     extender: Extender,
     *,
@@ -403,6 +426,7 @@ def create_app(
     ``webhook`` adds the admission webhooks; ``public`` leaves out the extender verbs
     and the debug pages (for the listener the API server and Prometheus reach).
     """
+    _quiet_malformed_requests()
     app = web.Application(client_max_size=max_body_bytes)
     app[EXTENDER] = extender
     app[MAX_BODY] = max_body_bytes

@@ -504,3 +504,30 @@ async def test_a_pod_without_a_resource_version_is_read_anew_each_time() -> None
             response = await client.post("/filter", data=orjson.dumps(filter_body(p, ["gpu-0"])))
             answer = orjson.loads(await response.read())
             assert (response.status, answer["NodeNames"]) == (200, passed)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+        b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n{}",
+    ],
+    ids=["length-not-a-number", "length-and-chunked"],
+)
+async def test_a_request_aiohttp_cannot_parse_is_one_warning_line(
+    head: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp answers 400 itself and logged an ERROR with a traceback: the client's fault.
+    async with serve(service([node("gpu-0")])) as client:
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(head)
+        await writer.drain()
+        try:
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=5)
+        finally:
+            writer.close()
+    assert answer.split()[1] == b"400"
+    (record,) = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "\n" not in record.getMessage() and "(answered 400)" in record.getMessage()
