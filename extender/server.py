@@ -284,7 +284,7 @@ async def serve_cluster(
             Reflector(source, resource, feed.sink(resource), metrics, clock=view.clock)
             for resource in source.resources
         ]
-        relist_when_reading_changes(live, reflectors)
+        relist_when_reading_changes(live, reflectors, view)
         tasks = [asyncio.create_task(r.run(), name=f"watch-{r.resource}") for r in reflectors]
         tasks.append(asyncio.create_task(extender.requeue_lifted_holds(), name="requeue"))
         try:

@@ -271,6 +271,14 @@ class ClusterView:
         """``resource``, watched beside the view's kinds (the policy ConfigMap), was listed."""
         self._missing_kinds.discard(resource)
 
+    def relisting(self, kind: str) -> None:
+        """``kind`` is listed again because the config changed how its objects are read.
+        Before the view is first ready (the policy ConfigMap landing after the kinds were
+        read under the built-in defaults), it waits for that list too; once ready, it stays
+        so (the records read under the old config are replaced as the list lands)."""
+        if self._missing_kinds:
+            self._missing_kinds.add(kind)
+
     @property
     def nodes(self) -> dict[str, NodeSpec]:
         return self._nodes

@@ -313,12 +313,14 @@ class ViewFeed:
         sink.replaced([r for obj in objects if (r := sink.translate(obj)) is not None], listed_at_s)
 
 
-def relist_when_reading_changes(config: LiveConfig, reflectors: list[Reflector]) -> None:
+def relist_when_reading_changes(
+    config: LiveConfig, reflectors: list[Reflector], view: ClusterView | None = None
+) -> None:
     """List the view's kinds again whenever the config changes how their objects are read
     (the GPU resource names, node label keys, pod rules): the view keeps records, not
     objects, and what was read under the old config (the built-in defaults, at start-up,
     until the policy ConfigMap's list lands) would otherwise stay until each object
-    changes; a running pod rarely does."""
+    changes; a running pod rarely does.  Not ready yet, ``view`` waits for those lists too."""
     reading = _reading(config.current)
 
     def changed(new: FairpackConfig) -> None:
@@ -328,6 +330,8 @@ def relist_when_reading_changes(config: LiveConfig, reflectors: list[Reflector])
         reading = _reading(new)
         for reflector in reflectors:
             if reflector.resource in ("node", "pod", "namespace", "quota"):
+                if view is not None:
+                    view.relisting(reflector.resource)
                 reflector.relist()
 
     config.subscribe(changed)

@@ -468,3 +468,40 @@ async def test_the_service_is_ready_only_once_the_policy_configmap_was_listed_to
     assert not view.ready
     feed.list("configmap", [])  # listed, and not there: the defaults are the config, knowingly
     assert view.ready
+
+
+async def test_a_configmap_that_reads_objects_differently_keeps_the_view_unready_until_relisted() -> (
+    None
+):
+    # The pods were listed under the built-in defaults (nvidia.com/gpu), then the policy
+    # ConfigMap lands saying amd.com/gpu: until the relist lands, the view holds pods
+    # without their GPUs, and kube-scheduler must not be told fairpack is ready.
+    from extender.watch import relist_when_reading_changes
+
+    view = ClusterView(required_kinds=(*KINDS, "configmap"))
+    metrics = Metrics()
+    sink = ViewFeed(view, LiveConfig(), metrics)
+    for kind in KINDS:
+        if kind != "pod":
+            sink.list(kind, [])
+    view.apply(Replaced("node", [node("n0", gpus=8)]))
+    amd = pod(
+        "trainer", request(gpus=2), node_name="n0", phase="Running", gpu_resource="amd.com/gpu"
+    )
+    source = GatedSource([[Page([amd], "5", None)], [Page([], "", "more"), Page([amd], "9", None)]])
+    pods = Reflector(source, "pod", sink.sink("pod"), metrics, clock=view.clock)
+    relist_when_reading_changes(sink.config, [pods], view)
+    task = asyncio.create_task(pods.run())
+    await asyncio.wait_for(pods.synced.wait(), timeout=5)
+    pods.synced.clear()
+    sink.list("configmap", [{"data": {"config.yaml": "resources:\n  gpu: amd.com/gpu\n"}}])
+    await asyncio.sleep(0.05)  # the relist's second page waits
+    assert not view.ready and view.allocation().allocated == {}
+    source.release.set()
+    await asyncio.wait_for(pods.synced.wait(), timeout=5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert view.ready and view.allocation().allocated == {("team-a", "batch"): 2.0}
+    # Once ready, a config change relists without taking readiness away.
+    sink.sink("configmap").upserted({"data": {"config.yaml": "resources:\n  gpu: x.com/gpu\n"}})
+    assert view.ready
