@@ -239,7 +239,9 @@ def _verb(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
         except TimeoutError:
             reason = f"body not received within {request.app[BODY_TIMEOUT]:g} s"
             log.warning("%s: %s", name, reason)
-            return _respond(extender, name, 408, _ERROR_BODIES[name](reason), _now())
+            response = _respond(extender, name, 408, _ERROR_BODIES[name](reason), _now())
+            response.force_close()  # else aiohttp keeps reading the rest of the body
+            return response
         except web.HTTPRequestEntityTooLarge:
             reason = f"body too large (limit {request.app[MAX_BODY]} bytes)"
             log.warning("%s: %s", name, reason)

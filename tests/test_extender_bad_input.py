@@ -488,6 +488,7 @@ async def test_a_body_that_never_ends_gets_a_408() -> None:
         finally:
             writer.close()
         assert head.startswith(b"HTTP/1.1 408 ")
+        assert b"Connection: close" in head
         response = await client.post(
             "/filter", data=orjson.dumps(filter_body(good_pod(), ["gpu-0"]))
         )
