@@ -380,18 +380,18 @@ def node_manifest(
             "labels": node_labels,
             "managedFields": [{"manager": "kubelet", "operation": "Update", "fieldsV1": {}}],
         },
-        "spec": {"podCIDR": "10.0.0.0/24"} if spec.schedulable else _CORDONED,
+        "spec": {"podCIDR": "10.0.0.0/24", **({} if spec.schedulable else _cordoned())},
         "status": {"capacity": dict(resources), "allocatable": resources, "conditions": []},
     }
 
 
-_CORDONED = {
-    "podCIDR": "10.0.0.0/24",
-    "unschedulable": True,
-    "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}],
-}
-"""A cordoned node's spec, as ``kubectl cordon`` leaves it (the node lifecycle
-controller adds the taint)."""
+def _cordoned() -> dict[str, Any]:
+    """What ``kubectl cordon`` leaves in a node's spec (the taint is the node lifecycle
+    controller's); new objects for each manifest, which callers may change."""
+    return {
+        "unschedulable": True,
+        "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}],
+    }
 
 
 def pod_manifest(
